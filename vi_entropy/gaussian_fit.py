@@ -1,0 +1,270 @@
+"""Step 2 of both schemes: fit ``N(m, τI)`` to the tilted posterior ``φ_k``.
+
+* Local entropy minimizes the forward KL ``KL(φ_k ‖ N(m, τI))``; the minimizer is the mean
+  of ``φ_k`` (moment matching), estimated from draws: :func:`moment_match`.
+* Heat regularization minimizes the reverse KL ``KL(N(m, τI) ‖ φ_k)``, i.e. the proximal
+  step ``argmin_m f_τ(m) + |m - x_k|²/(2τ)``: by NumPyro ``SVI`` on the tilted model with
+  :class:`GaussianGuide` (:class:`SVIFit`), or by Robbins-Monro on ``m``
+  (:class:`RobbinsMonroFit`, the paper's Algorithm 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax import lax, random
+from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
+from numpyro.infer import SVI, Trace_ELBO
+
+from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.tilted import CENTRE, TAU, TiltedPosterior
+
+AVERAGING = ("arithmetic", "exponential")
+
+
+def moment_match(
+    draws: Draws,
+    start: jax.Array,
+    averaging: str = "arithmetic",
+    ema_decay: float = 0.75,
+) -> jax.Array:
+    """Estimate the mean of the tilted posterior from its draws.
+
+    ``E_φ[y] ≈ Σ_j w_j y_j`` with self-normalized importance weights when
+    ``draws.log_weights`` is given; otherwise the average over chains of each chain's
+
+    * ``"arithmetic"`` mean ``(1/S) Σ_t y_t`` (default), or
+    * ``"exponential"`` moving average ``μ ← ρ μ + (1 - ρ) y_t`` started at ``μ = start``
+      (the centre), with ``ρ = ema_decay``, as in Entropy-SGD's inner loop.
+
+    Returns ``NaN`` when every importance weight is zero (the caller rejects the step).
+    """
+    values = draws.values
+    d = values.shape[-1]
+    if draws.log_weights is not None:
+        log_w = jnp.ravel(draws.log_weights)
+        w = jax.nn.softmax(log_w)
+        mean = w @ values.reshape(-1, d)
+        return jnp.where(jnp.all(jnp.isneginf(log_w)), jnp.nan, mean)
+    if averaging == "arithmetic":
+        return jnp.mean(values, axis=(0, 1))
+    if averaging == "exponential":
+        s = values.shape[1]
+        rho = jnp.asarray(ema_decay, values.dtype)
+        # μ_S = ρ^S start + (1 - ρ) Σ_t ρ^(S-1-t) y_t, in closed form instead of a scan.
+        weights = (1 - rho) * rho ** jnp.arange(s - 1, -1, -1, dtype=values.dtype)
+        per_chain = rho**s * start + jnp.einsum("t,ctd->cd", weights, values)
+        return jnp.mean(per_chain, axis=0)
+    raise ValueError(f"averaging: expected one of {AVERAGING}, got {averaging!r}.")
+
+
+class GaussianGuide:
+    """The fitted Gaussian ``N(loc, τI)`` as a NumPyro guide.
+
+    It lives in the model's unconstrained space and is pushed through each latent site's
+    bijection (as NumPyro's ``AutoNormal`` does), so ``Predictive`` gives draws of the
+    constrained parameters and of the model's predictions.  Its parameters are
+    ``"<site>_loc"`` (unconstrained) and ``"tau"``; get them for a state with
+    ``scheme.get_guide_params(state)``.
+
+    Example
+    -------
+    ``Predictive(model, guide=le.guide, params=le.get_guide_params(state),
+    num_samples=100)(rng_key, X)``
+    """
+
+    def __init__(self, tilted: TiltedPosterior) -> None:
+        self.tilted = tilted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        centre = kwargs.get(CENTRE)
+        tau = kwargs.get(TAU)
+        if tau is None:
+            tau = numpyro.param("tau", None)
+            if tau is None:
+                raise ValueError(
+                    "guide: no 'tau' parameter; pass params=scheme.get_guide_params(state)."
+                )
+        scale = jnp.sqrt(tau)
+        for name, site in self.tilted.sites.items():
+            loc = numpyro.param(f"{name}_loc", None if centre is None else centre[name])
+            if loc is None:
+                raise ValueError(
+                    f"guide: no '{name}_loc' parameter; pass params=scheme.get_guide_params(state)."
+                )
+            base = dist.Normal(loc, scale).to_event(jnp.ndim(loc))
+            t = site.transform
+            identity = isinstance(t, IdentityTransform) or (
+                isinstance(t, IndependentTransform)
+                and isinstance(t.base_transform, IdentityTransform)
+            )
+            numpyro.sample(name, base if identity else dist.TransformedDistribution(base, t))
+
+    def params(self, centre: jax.Array, tau: Any) -> dict[str, jax.Array]:
+        """Guide parameters for a flat unconstrained centre and a variance ``τ``."""
+        out = {f"{k}_loc": v for k, v in self.tilted.unravel(centre).items()}
+        out["tau"] = jnp.asarray(tau)
+        return out
+
+
+class SVIFit:
+    """Reverse-KL fit by NumPyro ``SVI`` (``Trace_ELBO``) of :class:`GaussianGuide`.
+
+    The ELBO of the tilted model under ``N(m, τI)`` is
+    ``-(f_τ(m) + |m - x_k|²/(2τ)) + const``, so SVI on ``m`` is the heat-regularization
+    step.  The SVI state (guide means and optimizer state) is warm-started from one outer
+    step to the next; ``SVI.stable_update`` skips inner steps with a non-finite loss.
+    """
+
+    def __init__(
+        self,
+        tilted: TiltedPosterior,
+        optim: Any,
+        num_inner_steps: int,
+        num_particles: int,
+    ) -> None:
+        self.tilted = tilted
+        self.guide = GaussianGuide(tilted)
+        self.num_inner_steps = num_inner_steps
+        self.num_particles = num_particles
+        loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
+        self.svi = SVI(tilted.tilted_model, self.guide, optim, loss)
+
+    def init(
+        self,
+        rng_key: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+    ) -> Any:
+        kw = self.tilted.model_kwargs(model_kwargs, centre, tau)
+        return self.svi.init(rng_key, *model_args, **kw)
+
+    def fit(
+        self,
+        state: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+    ) -> tuple[jax.Array, Any, dict[str, jax.Array]]:
+        kw = self.tilted.model_kwargs(model_kwargs, centre, tau)
+
+        def body(s: Any, _: Any) -> tuple[Any, jax.Array]:
+            return self.svi.stable_update(s, *model_args, **kw)
+
+        state, losses = lax.scan(body, state, None, length=self.num_inner_steps)
+        params = self.svi.get_params(state)
+        mean = self.tilted.ravel({k: params[f"{k}_loc"] for k in self.tilted.sites})
+        evals = self.num_inner_steps * self.num_particles
+        info = {
+            "elbo_loss": losses[-1],
+            "num_grad_evals": jnp.asarray(evals),
+            "num_potential_evals": jnp.asarray(evals),
+        }
+        return mean, state, info
+
+
+class RobbinsMonroState(NamedTuple):
+    """Mean of the Gaussian being fitted (flat, unconstrained) and the key."""
+
+    mean: jax.Array
+    rng_key: jax.Array
+
+
+ESTIMATORS = ("gradient", "gradient_free")
+
+
+class RobbinsMonroFit:
+    """Reverse-KL fit by Robbins-Monro on the mean (the paper's Algorithm 5).
+
+    ``m ← m − a_j [ĝ_j + (m − x_k)/τ]`` for ``j = 0 … J−1``, started from the previous
+    fit, with gains ``a_j = gain · τ · (1 + j/t0)^{−κ}`` (``Σ a_j = ∞``, ``Σ a_j² < ∞``
+    for ``½ < κ ≤ 1``) and ``ĝ_j`` an unbiased estimate of ``∇f_τ(m)`` from
+    ``num_particles`` draws ``ξ ~ N(0, I)`` and a fresh mini-batch ``B``:
+
+    * ``"gradient"``: ``ĝ = mean ∇f_B(m + √τ ξ)`` (one gradient per particle);
+    * ``"gradient_free"``: ``ĝ = mean ξ (f_B(m + √τ ξ) − f_B(m − √τ ξ)) / (2√τ)``
+      (Stein's identity with antithetic pairs; two forward evaluations per particle).
+    """
+
+    def __init__(
+        self,
+        tilted: TiltedPosterior,
+        num_inner_steps: int,
+        num_particles: int,
+        gain: float = 0.5,
+        gain_t0: float = 10.0,
+        gain_kappa: float = 0.6,
+        estimator: str = "gradient",
+    ) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}.")
+        self.tilted = tilted
+        self.num_inner_steps = num_inner_steps
+        self.num_particles = num_particles
+        self.gain = gain
+        self.gain_t0 = gain_t0
+        self.gain_kappa = gain_kappa
+        self.estimator = estimator
+
+    def init(
+        self,
+        rng_key: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+    ) -> RobbinsMonroState:
+        return RobbinsMonroState(centre, rng_key)
+
+    def _grad_estimate(
+        self, m: jax.Array, key: Any, tau: Any, model_args: tuple, model_kwargs: Mapping[str, Any]
+    ) -> jax.Array:
+        key_xi, key_batch = random.split(key)
+        xi = random.normal(key_xi, (self.num_particles, m.shape[0]), m.dtype)
+        batch = key_batch if self.tilted.subsamples else None
+
+        def f(u: jax.Array) -> jax.Array:
+            return self.tilted.potential(u, model_args, model_kwargs, batch)
+
+        sd = jnp.sqrt(tau)
+        if self.estimator == "gradient":
+            return jnp.mean(jax.vmap(jax.grad(f))(m + sd * xi), axis=0)
+        diff = jax.vmap(f)(m + sd * xi) - jax.vmap(f)(m - sd * xi)
+        return jnp.mean(xi * diff[:, None], axis=0) / (2 * sd)
+
+    def fit(
+        self,
+        state: RobbinsMonroState,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+    ) -> tuple[jax.Array, RobbinsMonroState, dict]:
+        key, key_steps = random.split(state.rng_key)
+        keys = random.split(key_steps, self.num_inner_steps)
+
+        def body(m: jax.Array, jk: tuple[jax.Array, Any]) -> tuple[jax.Array, jax.Array]:
+            j, k = jk
+            a = self.gain * tau * (1.0 + j / self.gain_t0) ** (-self.gain_kappa)
+            g = self._grad_estimate(m, k, tau, model_args, model_kwargs)
+            step = g + (m - centre) / tau
+            return m - a * step, jnp.linalg.norm(step)
+
+        steps = jnp.arange(self.num_inner_steps, dtype=centre.dtype)
+        mean, norms = lax.scan(body, state.mean, (steps, keys))
+        n = self.num_inner_steps * self.num_particles
+        grads, pes = (n, n) if self.estimator == "gradient" else (0, 2 * n)
+        info = {
+            "rm_grad_norm": norms[-1],
+            "num_grad_evals": jnp.asarray(grads),
+            "num_potential_evals": jnp.asarray(pes),
+        }
+        return mean, RobbinsMonroState(mean, key), info

@@ -1,0 +1,292 @@
+"""NumPyro MCMC kernels run on the tilted model: vectorized chains, warm starts.
+
+The kernel is built once on :func:`~vi_entropy.tilted.tilt_model` and initialized once
+(``num_chains`` chains, vectorized exactly as ``MCMC(chain_method="vectorized")`` does).
+Each outer step then
+
+1. refreshes what the kernel state caches about the old target (``MCMCKernel.refresh``:
+   potential energy and gradient for HMC/NUTS, the population's energies for SA),
+2. runs ``num_samples × thinning`` transitions with the centre and ``τ`` passed as model
+   keyword arguments (traced data: one compilation for the whole run),
+3. returns the draws as flat unconstrained vectors, shape ``(chains, draws, d)``.
+
+Step sizes and mass matrices adapted during the initial warm-up are kept; with
+``readapt=True`` the kernel is re-initialized and re-adapted every outer step instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random
+from numpyro.infer import HMC, NUTS
+from numpyro.infer import SA as NumPyroSA
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.sa import SAState
+
+from vi_entropy.samplers.sa import SA
+from vi_entropy.samplers.sgld import SGLD, SGLDState
+from vi_entropy.tilted import TiltedPosterior
+
+# Per-transition statistics read from kernel states when present, with the names ArviZ
+# uses in its ``sample_stats`` group.
+_STAT_FIELDS = {
+    "accept_prob": "acceptance_rate",
+    "diverging": "diverging",
+    "num_steps": "n_steps",
+    "potential_energy": "potential_energy",
+    "grad_norm": "grad_norm",
+}
+
+
+class Draws(NamedTuple):
+    """Draws of the tilted posterior from one outer step.
+
+    - **values** - flat unconstrained draws, shape ``(chains, draws, d)``.
+    - **log_weights** - importance log-weights of shape ``(chains, draws)``, or ``None``
+      for (unweighted) MCMC draws.
+    - **stats** - per-draw statistics, each of shape ``(chains, draws)``.
+    """
+
+    values: jax.Array
+    log_weights: jax.Array | None
+    stats: dict[str, jax.Array]
+
+
+def default_sa_state_size(dim: int) -> int:
+    """SA population size used by ``sampler="sa"``: ``min(2d, 64)``, at least 4.
+
+    NumPyro's default, ``2d`` points each of dimension ``d``, is ``O(d²)`` memory and
+    unusable for networks; a diagonal proposal needs far fewer points to estimate.
+    """
+    return int(max(4, min(2 * dim, 64)))
+
+
+def make_kernel(
+    sampler: str | MCMCKernel | Callable[[Callable], MCMCKernel],
+    model: Callable,
+    tilted_model: Callable,
+    dim: int,
+    sampler_kwargs: Mapping[str, Any],
+    tau0: float | None,
+) -> MCMCKernel:
+    """Build the kernel that samples ``tilted_model``.
+
+    ``sampler`` is a name (``"nuts"``, ``"hmc"``, ``"sa"``, ``"sgld"``), a kernel built
+    on ``model`` (rebound with ``MCMCKernel.wrap_model``), or a factory
+    ``model -> MCMCKernel`` such as ``functools.partial(NUTS, max_tree_depth=6)``.
+    """
+    kw = dict(sampler_kwargs)
+    if isinstance(sampler, str):
+        name = sampler.lower()
+        if name == "nuts":
+            return NUTS(tilted_model, **kw)
+        if name == "hmc":
+            return HMC(tilted_model, **kw)
+        if name == "sa":
+            kw.setdefault("dense_mass", False)
+            kw.setdefault("adapt_state_size", default_sa_state_size(dim))
+            return SA(tilted_model, **kw)
+        if name == "sgld":
+            if "step_size" not in kw:
+                if tau0 is None:
+                    raise ValueError(
+                        "sampler_kwargs: give 'step_size' for sampler='sgld' when tau is "
+                        "a schedule (the default is 0.1 * tau)."
+                    )
+                kw["step_size"] = 0.1 * tau0
+            return SGLD(tilted_model, **kw)
+        raise ValueError(
+            f"sampler: unknown name {sampler!r}; expected one of 'nuts', 'hmc', 'sa', "
+            "'sgld', 'importance', an MCMCKernel or a factory model -> MCMCKernel."
+        )
+    if kw:
+        raise ValueError("sampler_kwargs: only used with a sampler given by name.")
+    if isinstance(sampler, NumPyroSA) and not isinstance(sampler, SA):
+        sampler = SA.from_numpyro(sampler)
+    if isinstance(sampler, MCMCKernel):
+        if sampler.model is not model:
+            raise ValueError(
+                "sampler: the kernel must be built on the same model as the scheme "
+                f"(got a kernel of model {sampler.model!r}); or pass a factory such as "
+                "functools.partial(NUTS, max_tree_depth=6)."
+            )
+        try:
+            return sampler.wrap_model(lambda _: tilted_model)
+        except NotImplementedError as err:
+            raise TypeError(
+                f"sampler: {type(sampler).__name__} cannot be rebound to the tilted model "
+                "(no `wrap_model`); pass a factory model -> kernel instead, e.g. "
+                f"functools.partial({type(sampler).__name__}, ...)."
+            ) from err
+    if callable(sampler):
+        kernel = sampler(tilted_model)
+        if isinstance(kernel, NumPyroSA) and not isinstance(kernel, SA):
+            kernel = SA.from_numpyro(kernel)
+        if not isinstance(kernel, MCMCKernel):
+            raise TypeError(
+                f"sampler: the factory returned {type(kernel).__name__}, expected an MCMCKernel."
+            )
+        return kernel
+    raise TypeError(
+        "sampler: expected a name, an MCMCKernel or a factory model -> MCMCKernel, "
+        f"got {type(sampler).__name__}."
+    )
+
+
+class MCMCSampler:
+    """Vectorized chains of a NumPyro kernel on the tilted posterior, warm-started.
+
+    Parameters
+    ----------
+    kernel : MCMCKernel
+        A kernel whose model is ``tilted.tilted_model`` (see :func:`make_kernel`).
+    tilted : TiltedPosterior
+        The flat view of the model (set up).
+    num_chains, num_samples, num_warmup, thinning : int
+        Chains; draws kept per chain and outer step; warm-up transitions (run once at
+        :meth:`init`, or every outer step with ``readapt``); keep every ``thinning``-th.
+    readapt : bool
+        Re-initialize and re-adapt the kernel at every outer step.
+    """
+
+    def __init__(
+        self,
+        kernel: MCMCKernel,
+        tilted: TiltedPosterior,
+        num_chains: int,
+        num_samples: int,
+        num_warmup: int,
+        thinning: int = 1,
+        readapt: bool = False,
+    ) -> None:
+        # NumPyro kernels set closures (and wrap their sampler in `vmap`) when initialized,
+        # so every `init` works on a fresh shallow copy of this never-initialized kernel.
+        self.base_kernel = kernel
+        self.kernel = kernel
+        self.tilted = tilted
+        self.num_chains = num_chains
+        self.num_samples = num_samples
+        self.num_warmup = num_warmup
+        self.thinning = thinning
+        self.readapt = readapt
+        # A subsampled plate needs a fixed batch within a deterministic-potential kernel;
+        # SGLD draws its own fresh batch every step.
+        self.fresh_batches = isinstance(kernel, SGLD)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _kwargs(
+        self, model_kwargs: Mapping[str, Any], centre: Any, tau: Any, batch_key: Any
+    ) -> dict:
+        key = batch_key if (self.tilted.subsamples and not self.fresh_batches) else None
+        return self.tilted.model_kwargs(model_kwargs, centre, tau, key)
+
+    def _refresh(self, state: Any, model_args: tuple, kw: dict) -> Any:
+        # Recompute what the state caches about the previous target, chain by chain.
+        return jax.vmap(lambda s: self.kernel.refresh(s, model_args, kw))(state)
+
+    def _transitions(self, state: Any, n: int, model_args: tuple, kw: dict) -> tuple[Any, Any]:
+        """Run ``n`` kept transitions (each ``thinning`` kernel steps); collect draws."""
+
+        def one_step(s: Any, _: Any) -> tuple[Any, None]:
+            return self.kernel.sample(s, model_args, kw), None
+
+        def kept(s: Any, _: Any) -> tuple[Any, tuple[jax.Array, dict]]:
+            if self.thinning > 1:
+                s, _ = lax.scan(one_step, s, None, length=self.thinning - 1)
+            s = self.kernel.sample(s, model_args, kw)
+            return s, (jax.vmap(self.tilted.ravel)(s.z), _stats(s))
+
+        state, (values, stats) = lax.scan(kept, state, None, length=n)
+        # scan stacks draws first: (draws, chains, ...) -> (chains, draws, ...)
+        values = jnp.swapaxes(values, 0, 1)
+        stats = {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
+        return state, (values, stats)
+
+    # -- public -----------------------------------------------------------------------------
+    def init(
+        self,
+        rng_key: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+        batch_key: Any,
+    ) -> Any:
+        """Start ``num_chains`` chains from ``N(centre, τI)`` and run the warm-up."""
+        key_init, key_kernel = random.split(rng_key)
+        start = centre + jnp.sqrt(tau) * random.normal(
+            key_init, (self.num_chains, centre.shape[0]), centre.dtype
+        )
+        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
+        init_params = jax.vmap(self.tilted.unravel)(start)
+        return self._adapt(key_kernel, init_params, model_args, kw)
+
+    def _adapt(self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict) -> Any:
+        """Initialize a fresh copy of the kernel at ``init_params`` and run the warm-up."""
+        self.kernel = copy.copy(self.base_kernel)
+        keys = random.split(rng_key, self.num_chains)
+        state = self.kernel.init(keys, self.num_warmup, init_params, model_args, kw)
+
+        def one_step(s: Any, _: Any) -> tuple[Any, None]:
+            return self.kernel.sample(s, model_args, kw), None
+
+        state, _ = lax.scan(one_step, state, None, length=self.num_warmup)
+        return state
+
+    def sample(
+        self,
+        state: Any,
+        rng_key: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+        batch_key: Any,
+    ) -> tuple[Any, Draws, dict[str, jax.Array]]:
+        """One outer step: refresh (or re-adapt), then draw ``num_samples`` per chain."""
+        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
+        if self.readapt:
+            state = self._adapt(rng_key, state.z, model_args, kw)
+        else:
+            state = self._refresh(state, model_args, kw)
+        state, (values, stats) = self._transitions(state, self.num_samples, model_args, kw)
+        return state, Draws(values, None, stats), self._counts(state, stats)
+
+    def _counts(self, state: Any, stats: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """Exact potential/gradient evaluations of this outer step, all chains."""
+        c, s = self.num_chains, self.num_samples * self.thinning
+        warm = self.num_warmup if self.readapt else 0
+        if "n_steps" in stats:
+            # Leapfrog steps are only recorded for kept draws; with thinning the skipped
+            # transitions are estimated by the kept ones' mean.
+            grads = jnp.sum(stats["n_steps"]) * self.thinning + c  # + refresh
+            if warm:
+                grads = grads + c * warm * jnp.mean(stats["n_steps"])
+            return {"num_grad_evals": grads, "num_potential_evals": grads}
+        if isinstance(state, SAState):
+            pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
+            evals = c * (s + warm + pop + 1)
+            return {"num_grad_evals": jnp.asarray(0), "num_potential_evals": jnp.asarray(evals)}
+        if isinstance(state, SGLDState):
+            evals = c * (s + warm)
+            return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
+        return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
+
+
+def _stats(state: Any) -> dict[str, jax.Array]:
+    """Per-chain statistics of a (vectorized) kernel state, ArviZ names."""
+    out = {}
+    for field, name in _STAT_FIELDS.items():
+        if hasattr(state, field) and getattr(state, field) is not None:
+            out[name] = getattr(state, field)
+    adapt = getattr(state, "adapt_state", None)
+    if adapt is not None and hasattr(adapt, "step_size"):
+        out["step_size"] = adapt.step_size
+    if isinstance(state, SGLDState):
+        out.pop("acceptance_rate", None)
+    return out

@@ -1,0 +1,313 @@
+"""The tilted posterior: a NumPyro model pulled towards a centre by a Gaussian factor.
+
+At outer step ``k`` both schemes need the density (paper, "shifted density")
+
+.. math::
+
+    \\varphi_k(u) \\propto \\exp\\big(-f(u) - |u - x_k|^2 / (2\\tau)\\big),
+
+where ``f = beta * U`` and ``U`` is the model's potential energy (negative log joint in
+the unconstrained space of its latent sites, Jacobians included), exactly the space in
+which NumPyro's MCMC kernels and autoguides work.  This module turns a model into
+
+* :func:`tilt_model`, an ordinary NumPyro model whose posterior is ``φ_k``; the centre
+  and ``τ`` are keyword arguments, so every NumPyro kernel (``NUTS``, ``HMC``, ``SA``,
+  :class:`~vi_entropy.samplers.SGLD`) and ``SVI`` runs on it with the centre as traced
+  data, compiled once;
+* :class:`TiltedPosterior`, the flat-vector view used by the pure-JAX parts (importance
+  sampling, Robbins-Monro, the loss estimators): ``f`` as a function of a flat vector,
+  and the maps between flat unconstrained vectors and named, constrained parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import potential_energy, transform_fn
+
+# Keyword arguments the tilted model takes on top of the model's own.  They start with
+# ``_vi_`` so they cannot collide with a user's keyword names.
+CENTRE = "_vi_centre"
+TAU = "_vi_tau"
+BATCH_KEY = "_vi_batch_key"
+TILT_SITE = "_vi_tilt"
+
+
+def _unconstrained_values_on_stack() -> Mapping[str, Any] | None:
+    """Unconstrained values NumPyro's ``potential_energy`` is substituting, if any.
+
+    NumPyro's own model wrappers (``hmc_gibbs.estimate_likelihood``) read them from the
+    ``_unconstrain_params`` handler in the same way; without it we invert the transforms.
+    """
+    handler_type = getattr(numpyro.infer.util, "_unconstrain_params", None)
+    if handler_type is None:  # pragma: no cover - older NumPyro
+        return None
+    for handler in reversed(numpyro.primitives._PYRO_STACK):
+        if isinstance(handler, handler_type):
+            return handler.params
+    return None
+
+
+def _is_latent(site: Mapping[str, Any]) -> bool:
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def tilt_model(model: Callable, beta: float = 1.0) -> Callable:
+    """Return the tilted model: ``model`` scaled by ``beta`` times ``N(centre, τI)``.
+
+    The returned callable is a NumPyro model with the same arguments as ``model`` plus
+    three keyword arguments: ``_vi_centre`` (dict of unconstrained site values),
+    ``_vi_tau`` (the variance ``τ``) and, optionally, ``_vi_batch_key`` (a PRNG key that
+    fixes the mini-batch of ``numpyro.plate(..., subsample_size=B)`` sites, so that the
+    potential is a deterministic function, as NUTS/HMC require).  Its potential energy is
+    ``beta * U(u) + |u - centre|² / (2τ)``.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer.util import potential_energy
+    >>> def model():
+    ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> tilted = tilt_model(model)
+    >>> u = {"x": jnp.array(1.0)}
+    >>> kw = {"_vi_centre": {"x": jnp.array(3.0)}, "_vi_tau": 2.0}
+    >>> float(potential_energy(tilted, (), kw, u) - potential_energy(model, (), {}, u))
+    1.0
+    """
+    scaled = model if beta == 1.0 else handlers.scale(model, scale=beta)
+
+    def tilted_model(*args: Any, **kwargs: Any) -> Any:
+        centre = kwargs.pop(CENTRE)
+        tau = kwargs.pop(TAU)
+        batch_key = kwargs.pop(BATCH_KEY, None)
+        fn = scaled if batch_key is None else handlers.seed(scaled, rng_seed=batch_key)
+        with handlers.trace() as tr:
+            out = fn(*args, **kwargs)
+        unconstrained = _unconstrained_values_on_stack()
+        sq_dist = 0.0
+        log_jac_fix = 0.0
+        for name, site in tr.items():
+            if not _is_latent(site) or name not in centre:
+                continue
+            if unconstrained is not None and name in unconstrained:
+                u = unconstrained[name]
+            else:
+                # Values arrive constrained (SVI, Predictive): map them back.  The guide
+                # carries the Jacobian unscaled, so the model adds (beta - 1) log|J| to
+                # keep the target equal to beta * U.
+                t = biject_to(site["fn"].support)
+                u = t.inv(site["value"])
+                if beta != 1.0:
+                    ladj = t.log_abs_det_jacobian(u, site["value"])
+                    log_jac_fix = log_jac_fix + (beta - 1.0) * jnp.sum(ladj)
+            sq_dist = sq_dist + jnp.sum((u - centre[name]) ** 2)
+        numpyro.factor(TILT_SITE, log_jac_fix - 0.5 * sq_dist / tau)
+        return out
+
+    tilted_model.__name__ = f"tilted_{getattr(model, '__name__', 'model')}"
+    tilted_model.__wrapped__ = model  # type: ignore[attr-defined]
+    return tilted_model
+
+
+class SiteInfo(NamedTuple):
+    """Shape, dtype and bijection of one latent site (constrained ↔ unconstrained)."""
+
+    shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    dtype: Any
+    transform: Any
+
+
+def inspect_model(
+    model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], rng_key: Any
+) -> tuple[dict[str, SiteInfo], dict[str, Any], bool]:
+    """Trace ``model`` once and describe its latent sites.
+
+    Returns ``(sites, prior_draw, subsamples)``: the latent sites' :class:`SiteInfo`, one
+    draw of their values (constrained) and whether the model subsamples a plate.  Raises
+    ``ValueError`` for models this package cannot tilt: discrete latent sites, no latent
+    sites, latent sites local to a subsampled plate, or supports without a bijection.
+    """
+    seeded = handlers.seed(model, rng_seed=rng_key)
+    tr = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
+    sites: dict[str, SiteInfo] = {}
+    prior_draw: dict[str, Any] = {}
+    subsampled_plates = set()
+    for name, site in tr.items():
+        if site["type"] == "plate":
+            size, subsample_size = site["args"]
+            if subsample_size is not None and subsample_size < size:
+                subsampled_plates.add(name)
+            continue
+        if not _is_latent(site):
+            continue
+        fn = site["fn"]
+        if fn.support.is_discrete:
+            raise ValueError(
+                f"model: latent site '{name}' has a discrete distribution "
+                f"({type(fn).__name__}); the tilted posterior needs continuous latent "
+                "sites (marginalize it out, or observe it)."
+            )
+        if any(frame.name in subsampled_plates for frame in site["cond_indep_stack"]):
+            raise ValueError(
+                f"model: latent site '{name}' lives inside a subsampled plate; only "
+                "global latent sites can be tilted (subsample the likelihood only)."
+            )
+        try:
+            transform = biject_to(fn.support)
+        except NotImplementedError as err:
+            raise ValueError(
+                f"model: latent site '{name}' has support {fn.support}, which has no "
+                "bijection to the real line, so it cannot be unconstrained."
+            ) from err
+        value = site["value"]
+        u = transform.inv(value)
+        sites[name] = SiteInfo(tuple(jnp.shape(value)), tuple(jnp.shape(u)), value.dtype, transform)
+        prior_draw[name] = value
+    if not sites:
+        raise ValueError("model: it has no latent sample sites, so there is nothing to train.")
+    return sites, prior_draw, bool(subsampled_plates)
+
+
+class TiltedPosterior:
+    """Flat-vector view of a model's tilted posterior (set up from one trace of the model).
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro model with continuous latent sites.
+    beta : float, default 1.0
+        Inverse temperature: the loss is ``f = beta * U``.
+
+    After :meth:`setup` the instance knows the latent sites and offers ``potential``
+    (``f`` of a flat unconstrained vector), ``tilted_potential``, ``constrain`` and
+    ``unconstrain``.  ``model_kwargs`` builds the keyword arguments of
+    :attr:`tilted_model` for a centre and ``τ``.
+    """
+
+    def __init__(self, model: Callable, beta: float = 1.0) -> None:
+        self.model = model
+        self.beta = float(beta)
+        self.scaled_model = model if self.beta == 1.0 else handlers.scale(model, scale=self.beta)
+        self.tilted_model = tilt_model(model, self.beta)
+        self.sites: dict[str, SiteInfo] = {}
+        self.subsamples = False
+        self._unravel: Callable[[jax.Array], dict[str, jax.Array]] | None = None
+        self.dim = 0
+
+    # -- set-up -------------------------------------------------------------------------
+    def setup(self, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> dict:
+        """Trace the model, record its latent sites; return one prior draw (constrained)."""
+        self.sites, prior_draw, self.subsamples = inspect_model(
+            self.model, model_args, model_kwargs, rng_key
+        )
+        flat, self._unravel = ravel_pytree(
+            {k: jnp.zeros(s.unconstrained_shape, s.dtype) for k, s in self.sites.items()}
+        )
+        self.dim = int(flat.shape[0])
+        return prior_draw
+
+    @property
+    def inv_transforms(self) -> dict[str, Any]:
+        return {k: s.transform for k, s in self.sites.items()}
+
+    # -- conversions --------------------------------------------------------------------
+    def unravel(self, flat: jax.Array) -> dict[str, jax.Array]:
+        """Flat unconstrained vector -> dict of unconstrained site values."""
+        assert self._unravel is not None, "call setup() first"
+        return self._unravel(flat)
+
+    def ravel(self, unconstrained: Mapping[str, Any]) -> jax.Array:
+        """Dict of unconstrained site values -> flat vector (site order of the model)."""
+        return ravel_pytree({k: unconstrained[k] for k in self.sites})[0]
+
+    def constrain(self, flat: jax.Array) -> dict[str, jax.Array]:
+        """Flat unconstrained vector -> dict of constrained site values."""
+        return transform_fn(self.inv_transforms, self.unravel(flat))
+
+    def unconstrain(self, params: Mapping[str, Any]) -> jax.Array:
+        """Dict of constrained site values -> flat unconstrained vector."""
+        values = {k: jnp.asarray(params[k]) for k in self.sites}
+        return self.ravel(transform_fn(self.inv_transforms, values, invert=True))
+
+    # -- densities ----------------------------------------------------------------------
+    def potential(
+        self,
+        flat: jax.Array,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+        batch_key: Any = None,
+    ) -> jax.Array:
+        """``f(u) = beta * U(u)``; ``batch_key`` fixes the mini-batch of subsampled plates."""
+        model = self.scaled_model
+        if batch_key is not None:
+            model = handlers.seed(model, rng_seed=batch_key)
+        return potential_energy(model, model_args, dict(model_kwargs), self.unravel(flat))
+
+    def tilted_potential(
+        self,
+        flat: jax.Array,
+        centre: jax.Array,
+        tau: jax.Array,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+        batch_key: Any = None,
+    ) -> jax.Array:
+        """``f(u) + |u - centre|² / (2τ)``, the potential of the tilted posterior."""
+        f = self.potential(flat, model_args, model_kwargs, batch_key)
+        return f + 0.5 * jnp.sum((flat - centre) ** 2) / tau
+
+    def model_kwargs(
+        self,
+        model_kwargs: Mapping[str, Any],
+        centre: jax.Array,
+        tau: jax.Array,
+        batch_key: Any = None,
+    ) -> dict[str, Any]:
+        """Keyword arguments of :attr:`tilted_model` for this centre and ``τ``."""
+        kw = dict(model_kwargs)
+        kw[CENTRE] = self.unravel(centre)
+        kw[TAU] = tau
+        if batch_key is not None:
+            kw[BATCH_KEY] = batch_key
+        return kw
+
+    # -- validation ---------------------------------------------------------------------
+    def check_params(self, params: Mapping[str, Any], name: str = "init_params") -> None:
+        """Raise a clear error if ``params`` do not match the model's latent sites."""
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"{name}: expected a dict of constrained values keyed by latent site name, "
+                f"got {type(params).__name__}."
+            )
+        missing = sorted(set(self.sites) - set(params))
+        extra = sorted(set(params) - set(self.sites))
+        if missing or extra:
+            raise ValueError(
+                f"{name}: sites must be exactly {sorted(self.sites)}; "
+                f"missing {missing}, unexpected {extra}."
+            )
+        for k, s in self.sites.items():
+            value = params[k]
+            shape = tuple(np.shape(value))
+            if shape != s.shape:
+                raise ValueError(f"{name}['{k}']: expected shape {s.shape}, got {shape}.")
+            dtype = jnp.result_type(value)
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise TypeError(f"{name}['{k}']: expected a floating-point array, got {dtype}.")
+            arr = np.asarray(value)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name}['{k}']: values must be finite, got {arr!r}.")
+            support = s.transform.codomain
+            if not bool(np.all(np.asarray(support(jnp.asarray(value))))):
+                raise ValueError(
+                    f"{name}['{k}']: values must lie in the support {support}, got {arr!r}."
+                )
