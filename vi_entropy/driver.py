@@ -64,7 +64,7 @@ class RunResult(NamedTuple):
 
     params: dict[str, jax.Array]
     state: TwoStepState
-    info: dict[str, jax.Array]
+    info: dict[str, np.ndarray]
     draws: dict[int, Draws]
 
 
@@ -123,10 +123,12 @@ def merge_args(dynamic: Sequence, static: _Static) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def _stack(infos: list[dict]) -> dict[str, jax.Array]:
+def _stack(infos: list[dict]) -> dict[str, np.ndarray]:
+    """Stack per-step diagnostics on the host (one transfer, no compilation per length)."""
     if not infos:
         return {}
-    return {k: jnp.stack([i[k] for i in infos]) for k in infos[0]}
+    infos = jax.device_get(infos)
+    return {k: np.stack([i[k] for i in infos]) for k in infos[0]}
 
 
 class TwoStepScheme:
@@ -287,7 +289,8 @@ class TwoStepScheme:
                 f"(f = {float(value)}); check init_params and the model arguments."
             )
         inner = self._init_jit(key_inner, centre, dynamic, static=static)
-        return TwoStepState(centre, inner, jnp.asarray(0), key_state, jnp.asarray(0))
+        zero = jnp.zeros((), jnp.int32)
+        return TwoStepState(centre, inner, zero, key_state, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``."""

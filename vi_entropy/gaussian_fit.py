@@ -149,12 +149,14 @@ class SVIFit:
     def fit(
         self,
         state: Any,
+        rng_key: Any,
         centre: jax.Array,
         tau: Any,
         model_args: tuple,
         model_kwargs: Mapping[str, Any],
     ) -> tuple[jax.Array, Any, dict[str, jax.Array]]:
         kw = self.tilted.model_kwargs(model_kwargs, centre, tau)
+        state = state._replace(rng_key=rng_key)  # the scheme's key drives all randomness
 
         def body(s: Any, _: Any) -> tuple[Any, jax.Array]:
             return self.svi.stable_update(s, *model_args, **kw)
@@ -172,10 +174,9 @@ class SVIFit:
 
 
 class RobbinsMonroState(NamedTuple):
-    """Mean of the Gaussian being fitted (flat, unconstrained) and the key."""
+    """Mean of the Gaussian being fitted (flat, unconstrained), warm start of the next fit."""
 
     mean: jax.Array
-    rng_key: jax.Array
 
 
 ESTIMATORS = ("gradient", "gradient_free")
@@ -222,7 +223,7 @@ class RobbinsMonroFit:
         model_args: tuple,
         model_kwargs: Mapping[str, Any],
     ) -> RobbinsMonroState:
-        return RobbinsMonroState(centre, rng_key)
+        return RobbinsMonroState(centre)
 
     def _grad_estimate(
         self, m: jax.Array, key: Any, tau: Any, model_args: tuple, model_kwargs: Mapping[str, Any]
@@ -243,13 +244,13 @@ class RobbinsMonroFit:
     def fit(
         self,
         state: RobbinsMonroState,
+        rng_key: Any,
         centre: jax.Array,
         tau: Any,
         model_args: tuple,
         model_kwargs: Mapping[str, Any],
     ) -> tuple[jax.Array, RobbinsMonroState, dict]:
-        key, key_steps = random.split(state.rng_key)
-        keys = random.split(key_steps, self.num_inner_steps)
+        keys = random.split(rng_key, self.num_inner_steps)
 
         def body(m: jax.Array, jk: tuple[jax.Array, Any]) -> tuple[jax.Array, jax.Array]:
             j, k = jk
@@ -267,4 +268,4 @@ class RobbinsMonroFit:
             "num_grad_evals": jnp.asarray(grads),
             "num_potential_evals": jnp.asarray(pes),
         }
-        return mean, RobbinsMonroState(mean, key), info
+        return mean, RobbinsMonroState(mean), info

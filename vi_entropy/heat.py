@@ -140,5 +140,5 @@ class HeatRegularization(TwoStepScheme):
         kwargs: dict,
         batch_key: Any,
     ) -> tuple[jax.Array, Any, dict, None]:
-        mean, inner, info = self._fit.fit(inner, centre, tau, args, kwargs)
+        mean, inner, info = self._fit.fit(inner, rng_key, centre, tau, args, kwargs)
         return mean, inner, info, None

@@ -1,0 +1,75 @@
+"""Compile once: 50 outer steps compile no more than 5 do, for every sampler and scheme."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+
+import jax
+import pytest
+from jax import random
+
+from tests.conftest import linreg_data, linreg_model
+from vi_entropy import HeatRegularization, LocalEntropy
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Count XLA backend compilations (every jit cache miss ends in one)."""
+    counter = {"n": 0}
+
+    def listener(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            counter["n"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+SCHEMES = {
+    "le-nuts": partial(LocalEntropy, sampler="nuts", num_chains=2, num_samples=3, num_warmup=3),
+    "le-hmc": partial(LocalEntropy, sampler="hmc", num_chains=2, num_samples=3, num_warmup=3),
+    "le-sa": partial(LocalEntropy, sampler="sa", num_chains=2, num_samples=3, num_warmup=3),
+    "le-sgld": partial(LocalEntropy, sampler="sgld", num_chains=2, num_samples=3, num_warmup=3),
+    "le-importance": partial(LocalEntropy, sampler="importance", num_samples=8),
+    "le-nuts-readapt": partial(
+        LocalEntropy, sampler="nuts", num_chains=2, num_samples=3, num_warmup=3, readapt=True
+    ),
+    "hr-svi": partial(HeatRegularization, method="svi", num_inner_steps=3, num_particles=2),
+    "hr-robbins_monro": partial(
+        HeatRegularization, method="robbins_monro", num_inner_steps=3, num_particles=2
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_fifty_steps_compile_no_more_than_five(name):
+    X, y = linreg_data(n=20, d=3)
+    # A τ schedule makes τ traced data that changes every step.
+    tau = lambda step: 0.01 / (1.0 + step)  # noqa: E731
+    # A first scheme fills JAX's process-wide caches (eager ops), and continuing its run
+    # must compile nothing at all.
+    first = SCHEMES[name](linreg_model, tau, progress_bar=False, **_sgld(name))
+    result = first.run(random.PRNGKey(0), 2, X, y)
+    with count_compilations() as more:
+        first.run(None, 20, X, y, init_state=result.state)
+    assert more["n"] == 0
+    # Fresh schemes compile only their own functions: 50 steps no more than 5.
+    with count_compilations() as long_run:
+        SCHEMES[name](linreg_model, tau, progress_bar=False, **_sgld(name)).run(
+            random.PRNGKey(1), 50, X, y
+        )
+    with count_compilations() as short_run:
+        SCHEMES[name](linreg_model, tau, progress_bar=False, **_sgld(name)).run(
+            random.PRNGKey(2), 5, X, y
+        )
+    assert long_run["n"] <= short_run["n"]
+
+
+def _sgld(name):
+    return {"sampler_kwargs": {"step_size": 1e-3}} if name == "le-sgld" else {}

