@@ -8,6 +8,9 @@ factor ``N(x_k, τI)`` and fits ``N(x_{k+1}, τI)`` to it, by forward KL
 (:class:`HeatRegularization`, SVI or Robbins-Monro).
 """
 
+# The estimators `local_entropy` and `heat_loss` live in `vi_entropy.diagnostics`: a
+# top-level `local_entropy` would shadow the module `vi_entropy.local_entropy`.
+from vi_entropy.diagnostics import Estimate, MonotonicityReport, monotonicity
 from vi_entropy.driver import (
     RejectedStepsError,
     RunResult,
@@ -26,9 +29,11 @@ __version__ = "0.1.0"
 __all__ = [
     "SA",
     "SGLD",
+    "Estimate",
     "GaussianGuide",
     "HeatRegularization",
     "LocalEntropy",
+    "MonotonicityReport",
     "RejectedStepsError",
     "RunResult",
     "TiltedPosterior",
@@ -36,5 +41,6 @@ __all__ = [
     "TwoStepState",
     "VIEntropyWarning",
     "moment_match",
+    "monotonicity",
     "tilt_model",
 ]
