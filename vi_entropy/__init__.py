@@ -26,6 +26,20 @@ from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
 
+# ArviZ is imported only when its function is first used.
+_LAZY = {
+    "to_inference_data": "vi_entropy.arviz",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vi_entropy' has no attribute {name!r}")
+
+
 __all__ = [
     "SA",
     "SGLD",
@@ -43,4 +57,5 @@ __all__ = [
     "moment_match",
     "monotonicity",
     "tilt_model",
+    "to_inference_data",
 ]
