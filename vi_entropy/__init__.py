@@ -26,9 +26,11 @@ from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
 
-# ArviZ is imported only when its function is first used.
+# ArviZ and matplotlib are imported only when their functions are first used.
 _LAZY = {
     "to_inference_data": "vi_entropy.arviz",
+    "plot_trajectory": "vi_entropy.plots",
+    "plot_sampler_health": "vi_entropy.plots",
 }
 
 
@@ -56,6 +58,8 @@ __all__ = [
     "VIEntropyWarning",
     "moment_match",
     "monotonicity",
+    "plot_sampler_health",
+    "plot_trajectory",
     "tilt_model",
     "to_inference_data",
 ]
