@@ -24,7 +24,7 @@ from tests._runs import hr_svi_run, le_nuts_run
 from tests.conftest import NOISE, ExactGaussianKernel, linreg_model
 from vi_entropy import LocalEntropy, monotonicity
 from vi_entropy.diagnostics import MIN_ESS, heat_loss, local_entropy
-from vi_entropy.driver import chain_diagnostics
+from vi_entropy.driver import DIAGNOSED_COORDINATES, chain_diagnostics
 from vi_entropy.samplers import Draws
 
 K = 5.0  # tolerance in standard errors
@@ -257,11 +257,17 @@ def test_rhat_and_ess_per_step_are_numpyros_worst_coordinate():
     np.testing.assert_array_equal(info["step"], np.arange(len(info["step"])))
 
 
-def test_chain_diagnostics_need_four_draws():
+def test_chain_diagnostics_edge_cases():
     draws = Draws(jnp.zeros((2, 3, 4)), None, {})
     out = chain_diagnostics(draws)
     assert np.isnan(out["max_rhat"]) and np.isnan(out["min_ess"])
     assert chain_diagnostics(Draws(jnp.zeros((1, 8, 2)), jnp.zeros((1, 8)), {})) == {}
+    # Large models: an evenly spaced subset of DIAGNOSED_COORDINATES coordinates.
+    values = np.random.default_rng(0).normal(size=(2, 20, 2500))
+    subset = values[..., np.linspace(0, 2499, DIAGNOSED_COORDINATES).astype(int)]
+    out = chain_diagnostics(Draws(jnp.asarray(values), None, {}))
+    assert out["max_rhat"] == pytest.approx(split_gelman_rubin(subset).max(), rel=1e-5)
+    assert out["min_ess"] == pytest.approx(effective_sample_size(subset).min(), rel=1e-5)
 
 
 CALLS = {"n": 0}

@@ -143,6 +143,12 @@ def _stack(infos: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([i[k] for i in infos]) for k in infos[0]}
 
 
+# R-hat and ESS per step look at no more than this many coordinates (evenly spaced over
+# the flat vector, so every site of a small model and a spread of a large one), which
+# bounds the transfer and the host's work for networks with millions of parameters.
+DIAGNOSED_COORDINATES = 1000
+
+
 def chain_diagnostics(draws: Draws) -> dict[str, float]:
     """Worst-coordinate split R-hat and ESS of one outer step's MCMC draws (on the host).
 
@@ -150,12 +156,19 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
     (:func:`numpyro.diagnostics.split_gelman_rubin`, needs 4 draws per chain);
     ``min_ess``: the smallest effective sample size over coordinates, all chains
     together (:func:`numpyro.diagnostics.effective_sample_size`, NumPyro's estimator,
-    without ArviZ's rank normalization).  ``NaN`` when there are too few draws.
-    Importance draws (weighted) get neither: their ESS is ``importance_ess``.
+    without ArviZ's rank normalization).  Models with more than
+    ``DIAGNOSED_COORDINATES`` (1000) unconstrained coordinates are diagnosed on that
+    many, evenly spaced, so the worst value is over that subset.  ``NaN`` when there
+    are too few draws.  Importance draws (weighted) get neither: their ESS is
+    ``importance_ess``.
     """
     if draws.log_weights is not None:
         return {}
-    values = np.asarray(draws.values, np.float64)
+    values = draws.values
+    d = values.shape[-1]
+    if d > DIAGNOSED_COORDINATES:
+        values = values[..., np.linspace(0, d - 1, DIAGNOSED_COORDINATES).astype(np.int64)]
+    values = np.asarray(values, np.float64)
     if values.shape[1] < 4:
         return {"max_rhat": np.nan, "min_ess": np.nan}
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -434,8 +447,8 @@ class TwoStepScheme:
             :class:`~vi_entropy.LocalEntropy` and :class:`~vi_entropy.HeatRegularization`
             for the sampler's); with MCMC draws ``run`` adds ``max_rhat`` and
             ``min_ess`` (:func:`chain_diagnostics`).  Those are computed on the host
-            from every step's draws while the device runs the next step, so they cost
-            a transfer of the draws and no device time.
+            from every step's draws (at most 1000 coordinates of them) while the device
+            runs the next step, so they cost a small transfer and no device time.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
