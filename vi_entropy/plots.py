@@ -9,6 +9,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from vi_entropy.diagnostics import monotonicity
 
@@ -82,6 +83,7 @@ def plot_trajectory(result: Any, ax: Any = None, *, k: float = 3.0, yscale: str 
         at = np.isin(step, [r.step_to for r in rises])
         ax.plot(step[at], value[at], "x", color="red", ms=8, label=f"rise > {k:g} SE")
     ax.set_xlabel("outer step k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     ax.set_yscale(yscale)
     ax.legend(fontsize="small")
@@ -141,4 +143,5 @@ def plot_sampler_health(result: Any, axes: Any = None) -> np.ndarray:
             ax.axhline(ref, color="0.5", ls=":", lw=1)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("outer step k")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return axes[: len(keys)]
