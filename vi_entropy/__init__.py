@@ -8,6 +8,9 @@ factor ``N(x_k, τI)`` and fits ``N(x_{k+1}, τI)`` to it, by forward KL
 (:class:`HeatRegularization`, SVI or Robbins-Monro).
 """
 
+# The estimators `local_entropy` and `heat_loss` live in `vi_entropy.diagnostics`: a
+# top-level `local_entropy` would shadow the module `vi_entropy.local_entropy`.
+from vi_entropy.diagnostics import Estimate, MonotonicityReport, monotonicity
 from vi_entropy.driver import (
     RejectedStepsError,
     RunResult,
@@ -23,12 +26,30 @@ from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
 
+# ArviZ and matplotlib are imported only when their functions are first used.
+_LAZY = {
+    "to_inference_data": "vi_entropy.arviz",
+    "plot_trajectory": "vi_entropy.plots",
+    "plot_sampler_health": "vi_entropy.plots",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vi_entropy' has no attribute {name!r}")
+
+
 __all__ = [
     "SA",
     "SGLD",
+    "Estimate",
     "GaussianGuide",
     "HeatRegularization",
     "LocalEntropy",
+    "MonotonicityReport",
     "RejectedStepsError",
     "RunResult",
     "TiltedPosterior",
@@ -36,5 +57,9 @@ __all__ = [
     "TwoStepState",
     "VIEntropyWarning",
     "moment_match",
+    "monotonicity",
+    "plot_sampler_health",
+    "plot_trajectory",
     "tilt_model",
+    "to_inference_data",
 ]

@@ -8,11 +8,13 @@ The driver mirrors :class:`numpyro.infer.SVI`: :meth:`~TwoStepScheme.init`,
 :meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
 :meth:`~TwoStepScheme.get_params` and a :class:`RunResult` namedtuple.  ``update`` is
 compiled once: the centre, ``τ`` (evaluated from its schedule inside the compiled step)
-and the model's array arguments are traced data.
+and the model's array arguments are traced data.  So is the tracking estimator of the
+regularized loss (:meth:`~TwoStepScheme.regularized_loss`), reused at every tracked step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -20,11 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import random
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 from tqdm.auto import trange
 
 from vi_entropy import _validation as check
+from vi_entropy.diagnostics import Estimate, potential_with_batches, smoothed_losses
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.tilted import TiltedPosterior
@@ -60,12 +64,20 @@ class RunResult(NamedTuple):
     - **info** - dict of per-outer-step diagnostics, each stacked over steps.
     - **draws** - dict: outer step -> :class:`~vi_entropy.samplers.Draws` kept by ``run``
       (``keep_draws``), empty for heat regularization.
+    - **trace** - dict of arrays over the tracked steps (``run``'s ``track_every``):
+      ``step``, ``centre`` (flat, unconstrained), ``tau``, ``loss`` (``f(x_k)``),
+      ``regularized_loss`` and ``regularized_loss_se`` (``F_τ(x_k)`` for local entropy,
+      ``f_τ(x_k)`` for heat regularization), ``num_potential_evals`` (the tracking's
+      cost) and, for local entropy, ``smoothing_ess`` (Kish ESS of the weights
+      ``e^{−f}`` behind the estimate: its SE is unreliable when that is small); empty
+      when tracking is off.
     """
 
     params: dict[str, jax.Array]
     state: TwoStepState
     info: dict[str, np.ndarray]
     draws: dict[int, Draws]
+    trace: dict[str, np.ndarray] | None = None
 
 
 class RejectedStepsError(RuntimeError):
@@ -131,6 +143,60 @@ def _stack(infos: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([i[k] for i in infos]) for k in infos[0]}
 
 
+# R-hat and ESS per step look at no more than this many coordinates (evenly spaced over
+# the flat vector, so every site of a small model and a spread of a large one), which
+# bounds the transfer and the host's work for networks with millions of parameters.
+DIAGNOSED_COORDINATES = 1000
+
+
+def chain_diagnostics(draws: Draws) -> dict[str, float]:
+    """Worst-coordinate split R-hat and ESS of one outer step's MCMC draws (on the host).
+
+    ``max_rhat``: the largest split R-hat over coordinates
+    (:func:`numpyro.diagnostics.split_gelman_rubin`, needs 4 draws per chain);
+    ``min_ess``: the smallest effective sample size over coordinates, all chains
+    together (:func:`numpyro.diagnostics.effective_sample_size`, NumPyro's estimator,
+    without ArviZ's rank normalization).  Models with more than
+    ``DIAGNOSED_COORDINATES`` (1000) unconstrained coordinates are diagnosed on that
+    many, evenly spaced, so the worst value is over that subset.  ``NaN`` when there
+    are too few draws.  Importance draws (weighted) get neither: their ESS is
+    ``importance_ess``.
+    """
+    if draws.log_weights is not None:
+        return {}
+    values = draws.values
+    d = values.shape[-1]
+    if d > DIAGNOSED_COORDINATES:
+        values = values[..., np.linspace(0, d - 1, DIAGNOSED_COORDINATES).astype(np.int64)]
+    values = np.asarray(values, np.float64)
+    if values.shape[1] < 4:
+        return {"max_rhat": np.nan, "min_ess": np.nan}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhat = split_gelman_rubin(values)
+        ess = effective_sample_size(values)
+    # A coordinate that never moved (all draws equal) has no R-hat; it is not "worst".
+    return {
+        "max_rhat": float(np.nanmax(rhat)) if np.any(np.isfinite(rhat)) else np.nan,
+        "min_ess": float(np.nanmin(ess)) if np.any(np.isfinite(ess)) else np.nan,
+    }
+
+
+def _attach(info: dict[str, np.ndarray], host: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Add the host-side per-step diagnostics to the stacked ``info``."""
+    if host and host[0]:
+        info = dict(info)
+        for key in host[0]:
+            info[key] = np.asarray([h[key] for h in host], np.float64)
+    return info
+
+
+# Fraction of a run's evaluations of ``f`` that tracking may take by default.
+TRACK_BUDGET = 0.1
+# Stream of the tracking keys: ``fold_in(state.rng_key, _TRACK_STREAM)`` leaves the run's
+# own keys untouched, so tracking never changes the iterates.
+_TRACK_STREAM = 0x7AC4
+
+
 class TwoStepScheme:
     """Common driver of :class:`~vi_entropy.LocalEntropy` and
     :class:`~vi_entropy.HeatRegularization` (they differ only in step 2).
@@ -183,6 +249,11 @@ class TwoStepScheme:
         self._built_for: tuple | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
         self._update_jit = jax.jit(self._update_impl, static_argnames=("static",))
+        self._track_jit = jax.jit(self._track_impl, static_argnames=("static", "num_samples"))
+
+    #: Which regularized loss the scheme descends: ``"local_entropy"`` (``F_τ``) or
+    #: ``"heat_loss"`` (``f_τ``); set by the subclasses.
+    regularized_loss_name: str = "local_entropy"
 
     # -- hooks for the two schemes --------------------------------------------------------
     def _build(self) -> None:
@@ -249,6 +320,7 @@ class TwoStepScheme:
         centre = jnp.where(ok, proposal, state.centre)
         inner = jax.tree.map(lambda new, old: jnp.where(ok, new, old), inner, state.inner)
         info = dict(info)
+        info["step"] = state.step
         info["tau"] = tau
         info["displacement"] = jnp.linalg.norm(centre - state.centre)
         info["rejected"] = ~ok
@@ -256,6 +328,30 @@ class TwoStepScheme:
             centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1)
         )
         return new_state, info, draws
+
+    def _track_impl(
+        self, state: TwoStepState, dynamic: list, static: _Static, num_samples: int
+    ) -> dict[str, jax.Array]:
+        """``f(x_k)`` and both regularized losses at the centre of ``state`` (``τ = τ_k``)."""
+        args, kwargs = merge_args(dynamic, static)
+        key = random.fold_in(state.rng_key, _TRACK_STREAM)
+        key_loss, key_smooth = random.split(key)
+        potential = potential_with_batches(self.tilted, args, kwargs)
+        tau = self.tau_at(state.step, state.centre.dtype)
+        smoothed = smoothed_losses(potential, state.centre, tau, key_smooth, num_samples)
+        estimate = getattr(smoothed, self.regularized_loss_name)
+        out = {
+            "step": state.step,
+            "centre": state.centre,
+            "tau": tau,
+            "loss": potential(state.centre, key_loss),
+            "regularized_loss": estimate.value,
+            "regularized_loss_se": estimate.se,
+            "num_potential_evals": jnp.asarray(num_samples + 1),
+        }
+        if self.regularized_loss_name == "local_entropy":
+            out["smoothing_ess"] = smoothed.ess  # the delta-method SE needs it not small
+        return out
 
     # -- public API ------------------------------------------------------------------------
     def init(
@@ -308,6 +404,8 @@ class TwoStepScheme:
         init_state: TwoStepState | None = None,
         progress_bar: bool | None = None,
         keep_draws: str | Sequence[int] | None = "last",
+        track_every: int | None = None,
+        track_samples: int = 256,
         **kwargs: Any,
     ) -> RunResult:
         """Run ``num_steps`` outer steps, like ``SVI.run(rng_key, num_steps, *args)``.
@@ -328,6 +426,29 @@ class TwoStepScheme:
             Overrides the constructor's ``progress_bar``.
         keep_draws : {"last", "all", None} or list of int, default "last"
             Which outer steps' inner draws to keep in ``result.draws`` (local entropy).
+        track_every : int, optional
+            Record ``f(x_k)`` and the regularized loss (``F_τ`` for local entropy,
+            ``f_τ`` for heat regularization) with its standard error every
+            ``track_every`` outer steps, and at the first and last centre, in
+            ``result.trace`` (see :func:`~vi_entropy.diagnostics.monotonicity`).  ``0``
+            turns tracking off.  By default it is chosen after the first step so that
+            tracking costs at most 10% of the inner evaluations of ``f``:
+            ``track_every = ceil((track_samples + 1) / (0.1 · c))`` with ``c`` that step's
+            ``max(num_potential_evals, num_grad_evals)`` (a value-and-gradient counted
+            as one evaluation, which favours the inner sampler), or 10 when the sampler
+            does not report ``c``.  The first and last centres are tracked on top.
+        track_samples : int, default 256
+            Draws of ``N(x_k, τI)`` per tracked step (plus one evaluation at ``x_k``).
+
+        Returns
+        -------
+        RunResult
+            ``result.info`` holds per-step diagnostics stacked over steps (see
+            :class:`~vi_entropy.LocalEntropy` and :class:`~vi_entropy.HeatRegularization`
+            for the sampler's); with MCMC draws ``run`` adds ``max_rhat`` and
+            ``min_ess`` (:func:`chain_diagnostics`).  Those are computed on the host
+            from every step's draws (at most 1000 coordinates of them) while the device
+            runs the next step, so they cost a small transfer and no device time.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
@@ -338,24 +459,51 @@ class TwoStepScheme:
             self._setup(rng_key, args, kwargs)
             state = init_state
         keep = _keep_rule(keep_draws)
+        if track_every is not None:
+            track_every = check.count("track_every", track_every, minimum=0)
+        track_samples = check.count("track_samples", track_samples, minimum=2)
         start = int(state.step)
         dynamic, static = partition_args(args, kwargs)
         show = self.progress_bar if progress_bar is None else bool(progress_bar)
         infos: list[dict] = []
+        host: list[dict[str, float]] = []
+        traces: list[dict] = []
         draws: dict[int, Draws] = {}
+        pending: Draws | None = None
         good = state
+
+        def track(s: TwoStepState) -> None:
+            traces.append(self._track_jit(s, dynamic, static=static, num_samples=track_samples))
+
+        def finish(s: TwoStepState) -> RunResult:
+            if pending is not None:
+                host.append(chain_diagnostics(pending))
+            return RunResult(
+                self.get_params(s), s, _attach(_stack(infos), host), draws, _stack(traces)
+            )
+
+        if track_every != 0 and num_steps > 0:
+            track(state)
         for i in trange(num_steps, disable=not show, desc=type(self).__name__):
             state, info, d = self._update_jit(state, dynamic, static=static)
             infos.append(info)
+            # The previous step's draws are diagnosed while the device runs this one.
+            if pending is not None:
+                host.append(chain_diagnostics(pending))
+            pending = d
             if d is not None and keep(start + i):
                 if keep_draws == "last":
                     draws.clear()
                 draws[start + i] = d
+            if track_every is None:
+                track_every = _default_track_every(info, track_samples)
+            if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):
+                track(state)
             rejected = int(state.num_rejected)
             if rejected == 0:
                 good = state
             elif rejected >= self.max_rejections:
-                result = RunResult(self.get_params(good), good, _stack(infos), draws)
+                result = finish(good)
                 raise RejectedStepsError(
                     f"{type(self).__name__}: {rejected} consecutive outer steps were rejected "
                     f"(non-finite proposal) up to step {int(state.step)}; the last good "
@@ -363,7 +511,49 @@ class TwoStepScheme:
                     "the learning rate. The last good state is in `err.result`.",
                     result,
                 )
-        return RunResult(self.get_params(state), state, _stack(infos), draws)
+        return finish(state)
+
+    def regularized_loss(
+        self,
+        state: TwoStepState,
+        *args: Any,
+        rng_key: Any = None,
+        num_samples: int = 1000,
+        **kwargs: Any,
+    ) -> Estimate:
+        """Estimate the scheme's regularized loss at the centre ``x_k`` of ``state``.
+
+        Local entropy ``F_τ(x_k) = −log E_{N(x_k,τI)}[e^{−f}]`` for
+        :class:`~vi_entropy.LocalEntropy`, heat loss ``f_τ(x_k) = E_{N(x_k,τI)}[f]`` for
+        :class:`~vi_entropy.HeatRegularization`, at ``τ = τ_k``; the estimator of
+        :func:`~vi_entropy.diagnostics.local_entropy` /
+        :func:`~vi_entropy.diagnostics.heat_loss`, compiled once per ``num_samples``.
+
+        Parameters
+        ----------
+        state : TwoStepState
+            E.g. ``result.state``.
+        *args, **kwargs
+            Model arguments.
+        rng_key : PRNG key, optional
+            Drives the draws; by default a stream of ``state.rng_key`` reserved for
+            tracking (with ``num_samples=track_samples`` this reproduces exactly what
+            ``run`` recorded for this state).
+        num_samples : int, default 1000
+            Draws of ``N(x_k, τI)``, one evaluation of ``f`` each.
+
+        Returns
+        -------
+        Estimate
+            ``(value, se)``.
+        """
+        self._require_setup()
+        num_samples = check.count("num_samples", num_samples, minimum=2)
+        if rng_key is not None:
+            state = state._replace(rng_key=rng_key)
+        dynamic, static = partition_args(args, kwargs)
+        out = self._track_jit(state, dynamic, static=static, num_samples=num_samples)
+        return Estimate(out["regularized_loss"], out["regularized_loss_se"])
 
     def get_params(self, state: TwoStepState) -> dict[str, jax.Array]:
         """The centre ``x_k`` of ``state`` as a dict of constrained site values."""
@@ -386,6 +576,14 @@ class TwoStepScheme:
                 f"{type(self).__name__}: call init(rng_key, *args) or run(...) first, so "
                 "the model's latent sites are known."
             )
+
+
+def _default_track_every(info: Mapping[str, Any], track_samples: int) -> int:
+    """Track every ``e`` steps so that tracking costs at most ``TRACK_BUDGET`` of the run."""
+    cost = max(int(info.get("num_potential_evals", -1)), int(info.get("num_grad_evals", -1)))
+    if cost <= 0:  # a sampler that does not count its evaluations
+        return 10
+    return max(1, math.ceil((track_samples + 1) / (TRACK_BUDGET * cost)))
 
 
 def _keep_rule(keep_draws: str | Sequence[int] | None) -> Callable[[int], bool]:

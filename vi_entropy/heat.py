@@ -74,6 +74,8 @@ class HeatRegularization(TwoStepScheme):
     True
     """
 
+    regularized_loss_name = "heat_loss"
+
     def __init__(
         self,
         model: Callable,

@@ -39,6 +39,7 @@ _STAT_FIELDS = {
     "diverging": "diverging",
     "num_steps": "n_steps",
     "potential_energy": "potential_energy",
+    "energy": "energy",
     "grad_norm": "grad_norm",
 }
 
@@ -189,23 +190,38 @@ class MCMCSampler:
         # Recompute what the state caches about the previous target, chain by chain.
         return jax.vmap(lambda s: self.kernel.refresh(s, model_args, kw))(state)
 
-    def _transitions(self, state: Any, n: int, model_args: tuple, kw: dict) -> tuple[Any, Any]:
-        """Run ``n`` kept transitions (each ``thinning`` kernel steps); collect draws."""
+    def _advance(self, state: Any, n: int, model_args: tuple, kw: dict) -> tuple[Any, jax.Array]:
+        """Run ``n`` transitions without keeping draws; also return their leapfrog steps."""
+        if n == 0:  # skip tracing the kernel for an empty scan
+            return state, jnp.zeros((), jnp.int32)
 
-        def one_step(s: Any, _: Any) -> tuple[Any, None]:
-            return self.kernel.sample(s, model_args, kw), None
-
-        def kept(s: Any, _: Any) -> tuple[Any, tuple[jax.Array, dict]]:
-            if self.thinning > 1:
-                s, _ = lax.scan(one_step, s, None, length=self.thinning - 1)
+        def one_step(s: Any, _: Any) -> tuple[Any, jax.Array]:
             s = self.kernel.sample(s, model_args, kw)
-            return s, (jax.vmap(self.tilted.ravel)(s.z), _stats(s))
+            return s, _leapfrog_steps(s)
 
-        state, (values, stats) = lax.scan(kept, state, None, length=n)
+        state, steps = lax.scan(one_step, state, None, length=n)
+        return state, jnp.sum(steps)
+
+    def _transitions(
+        self, state: Any, n: int, model_args: tuple, kw: dict
+    ) -> tuple[Any, Any, jax.Array]:
+        """Run ``n`` kept transitions (each ``thinning`` kernel steps); collect draws.
+
+        Also returns the leapfrog steps of the transitions thinned away (all chains).
+        """
+
+        def kept(s: Any, _: Any) -> tuple[Any, tuple[jax.Array, dict, jax.Array]]:
+            skipped = jnp.zeros((), jnp.int32)
+            if self.thinning > 1:
+                s, skipped = self._advance(s, self.thinning - 1, model_args, kw)
+            s = self.kernel.sample(s, model_args, kw)
+            return s, (jax.vmap(self.tilted.ravel)(s.z), _stats(s), skipped)
+
+        state, (values, stats, skipped) = lax.scan(kept, state, None, length=n)
         # scan stacks draws first: (draws, chains, ...) -> (chains, draws, ...)
         values = jnp.swapaxes(values, 0, 1)
         stats = {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
-        return state, (values, stats)
+        return state, (values, stats), jnp.sum(skipped)
 
     # -- public -----------------------------------------------------------------------------
     def init(
@@ -224,19 +240,19 @@ class MCMCSampler:
         )
         kw = self._kwargs(model_kwargs, centre, tau, batch_key)
         init_params = jax.vmap(self.tilted.unravel)(start)
-        return self._adapt(key_kernel, init_params, model_args, kw)
+        return self._adapt(key_kernel, init_params, model_args, kw)[0]
 
-    def _adapt(self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict) -> Any:
-        """Initialize a fresh copy of the kernel at ``init_params`` and run the warm-up."""
+    def _adapt(
+        self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict
+    ) -> tuple[Any, jax.Array]:
+        """Initialize a fresh copy of the kernel at ``init_params`` and run the warm-up.
+
+        Returns the state and the warm-up's leapfrog steps (all chains).
+        """
         self.kernel = copy.copy(self.base_kernel)
         keys = random.split(rng_key, self.num_chains)
         state = self.kernel.init(keys, self.num_warmup, init_params, model_args, kw)
-
-        def one_step(s: Any, _: Any) -> tuple[Any, None]:
-            return self.kernel.sample(s, model_args, kw), None
-
-        state, _ = lax.scan(one_step, state, None, length=self.num_warmup)
-        return state
+        return self._advance(state, self.num_warmup, model_args, kw)
 
     def sample(
         self,
@@ -251,31 +267,47 @@ class MCMCSampler:
         """One outer step: refresh (or re-adapt), then draw ``num_samples`` per chain."""
         kw = self._kwargs(model_kwargs, centre, tau, batch_key)
         if self.readapt:
-            state = self._adapt(rng_key, state.z, model_args, kw)
+            state, unkept = self._adapt(rng_key, state.z, model_args, kw)
         else:
-            state = self._refresh(state, model_args, kw)
-        state, (values, stats) = self._transitions(state, self.num_samples, model_args, kw)
-        return state, Draws(values, None, stats), self._counts(state, stats)
+            state, unkept = self._refresh(state, model_args, kw), 0
+        state, (values, stats), thinned = self._transitions(state, self.num_samples, model_args, kw)
+        counts = self._counts(state, stats, unkept + thinned)
+        return state, Draws(values, None, stats), counts
 
-    def _counts(self, state: Any, stats: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        """Exact potential/gradient evaluations of this outer step, all chains."""
+    def _counts(
+        self, state: Any, stats: Mapping[str, jax.Array], unkept_leapfrogs: Any = 0
+    ) -> dict[str, jax.Array]:
+        """Potential/gradient evaluations of this outer step, all chains.
+
+        Exact for HMC/NUTS (every leapfrog step, thinned and warm-up transitions
+        included, plus one evaluation per chain at the refreshed start point), SA and
+        SGLD.  With ``readapt`` they are lower bounds: one value-and-gradient per chain
+        for NumPyro's ``initialize_model`` is counted, but its trace of the model and the
+        step-size search of HMC/NUTS warm-up (a few evaluations per chain) are not.
+        These are the evaluations each chain needs; vectorized chains run in lockstep,
+        so the device may evaluate more (every chain runs as many leapfrog steps as the
+        longest).
+        """
         c, s = self.num_chains, self.num_samples * self.thinning
         warm = self.num_warmup if self.readapt else 0
+        init = c if self.readapt else 0  # initialize_model's value-and-gradient
         if "n_steps" in stats:
-            # Leapfrog steps are only recorded for kept draws; with thinning the skipped
-            # transitions are estimated by the kept ones' mean.
-            grads = jnp.sum(stats["n_steps"]) * self.thinning + c  # + refresh
-            if warm:
-                grads = grads + c * warm * jnp.mean(stats["n_steps"])
+            grads = jnp.sum(stats["n_steps"]) + unkept_leapfrogs + c + init  # + refresh / init
             return {"num_grad_evals": grads, "num_potential_evals": grads}
         if isinstance(state, SAState):
             pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
-            evals = c * (s + warm + pop + 1)
-            return {"num_grad_evals": jnp.asarray(0), "num_potential_evals": jnp.asarray(evals)}
+            evals = c * (s + warm + pop + 1) + init
+            return {"num_grad_evals": jnp.asarray(init), "num_potential_evals": jnp.asarray(evals)}
         if isinstance(state, SGLDState):
-            evals = c * (s + warm)
+            evals = c * (s + warm) + init
             return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
         return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
+
+
+def _leapfrog_steps(state: Any) -> jax.Array:
+    """Leapfrog steps of the last transition, summed over chains (0 for other kernels)."""
+    steps = getattr(state, "num_steps", None)
+    return jnp.zeros((), jnp.int32) if steps is None else jnp.sum(steps).astype(jnp.int32)
 
 
 def _stats(state: Any) -> dict[str, jax.Array]:
