@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tau",
         type=_positive_float(),
         nargs="+",
-        default=[1e-4],
+        default=[5e-4],
         help="one or more values of tau, the variance of the Gaussian factor "
         "(also SGD's and SAM's learning rate)",
     )
@@ -211,8 +211,8 @@ def reproduce(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
     )
     if args.smoke:
-        config.updates = min(config.updates, 3)
-        config.hidden = (8,)
+        config.updates = min(config.updates, 20)
+        config.hidden = (16,)
     experiment.complete_settings(config)
 
     # Results are written to a scratch directory beside --out and renamed into place at

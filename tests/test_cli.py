@@ -1,0 +1,186 @@
+"""The ``vi-entropy reproduce`` command, end to end (smoke sizes) and on bad options."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from vi_entropy.cli import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+# Chance level and a margin of 5 binomial standard errors on the 359 test digits.
+CHANCE, N_TEST = 0.1, 359
+BETTER_THAN_CHANCE = CHANCE + 5 * np.sqrt(CHANCE * (1 - CHANCE) / N_TEST)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "vi_entropy", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke")
+    out = work / "results"
+    proc = cli("reproduce", "--smoke", "--out", str(out), "--no-progress", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_smoke_run_writes_every_output(smoke):
+    out, proc = smoke
+    expected = {
+        "metrics.csv",
+        "metrics.json",
+        "table.md",
+        "config.json",
+        "accuracy_vs_updates.png",
+        "accuracy_vs_evaluations.png",
+    } | {f"draws_{m}_tau0.0005.nc" for m in METHODS if m.startswith("le-")}
+    assert expected <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
+    assert f"Results in {out}" in proc.stdout
+
+
+def test_metrics_parse_and_are_sane(smoke):
+    out, _ = smoke
+    records = json.loads((out / "metrics.json").read_text())
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(records) == len(METHODS) * 21  # updates 0..20
+    for r in records:
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert np.isfinite(r["train_loss"])
+        assert r["grad_evals"] >= 0 and r["forward_evals"] >= 0 and r["wall_time"] >= 0
+    by_method = {m: [r for r in records if r["method"] == m] for m in METHODS}
+    for m, recs in by_method.items():
+        evals = [r["grad_evals"] + r["forward_evals"] for r in recs]
+        assert evals == sorted(evals), m  # cumulative counts never decrease
+        if m in ("le-is", "le-sa"):
+            assert recs[-1]["grad_evals"] == 0  # gradient-free
+    config = json.loads((out / "config.json").read_text())
+    assert config["methods"] == list(METHODS) and config["smoke"] is True
+    assert set(config["method_settings"]) == set(METHODS)
+
+
+def test_methods_that_train_beat_chance(smoke):
+    out, _ = smoke
+    records = json.loads((out / "metrics.json").read_text())
+    trained = 0
+    for m in METHODS:
+        recs = [r for r in records if r["method"] == m]
+        if recs[-1]["train_loss"] < recs[0]["train_loss"]:  # it trains at all
+            trained += 1
+            assert recs[-1]["test_accuracy"] > BETTER_THAN_CHANCE, m
+    assert trained >= 6  # the gradient-based methods at least
+
+
+def test_table_has_a_row_per_method(smoke):
+    out, _ = smoke
+    lines = [ln for ln in (out / "table.md").read_text().splitlines() if ln.startswith("| ")]
+    methods = [ln.split("|")[1].strip() for ln in lines[1:]]
+    assert methods == list(METHODS)
+
+
+def test_draws_are_arviz_netcdf(smoke):
+    out, _ = smoke
+    tree = xr.open_dataset(out / "draws_le-nuts_tau0.0005.nc", group="posterior")
+    assert {"chain", "draw"} <= set(tree.dims)
+    assert {"W0", "b0", "W1", "b1"} <= set(tree.data_vars)
+
+
+def test_help_explains_every_option():
+    proc = cli("reproduce", "--help", cwd=ROOT)
+    assert proc.returncode == 0
+    for option in (
+        "--dataset",
+        "--path",
+        "--hidden",
+        "--methods",
+        "--tau",
+        "--updates",
+        "--seed",
+        "--out",
+        "--smoke",
+        "--batch-size",
+    ):
+        assert option in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--methods", "sgd,bogus"], "--methods"),
+        (["--tau", "0"], "--tau"),
+        (["--tau", "-1e-3"], "--tau"),
+        (["--dataset", "mnist"], "--path"),
+        (["--updates", "0"], "--updates"),
+        (["--dataset", "cifar"], "--dataset"),
+    ],
+)
+def test_bad_options_fail_with_one_line(tmp_path, args, option):
+    out = tmp_path / "res"
+    proc = cli("reproduce", *args, "--out", str(out), cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and option in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_unreadable_data_fails_cleanly(tmp_path):
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes(b"not a zip file")
+    out = tmp_path / "res"
+    proc = cli(
+        "reproduce", "--dataset", "mnist", "--path", str(bad), "--out", str(out), cwd=tmp_path
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--path" in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.npz"]
+
+
+def test_user_mnist_files_are_read(tmp_path):
+    """A user's MNIST as IDX files (gzipped) and as .npz load to the same arrays."""
+    import gzip
+
+    from vi_entropy.data import load_mnist
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 6, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4, dtype=np.uint8),
+    }
+    for name, a in arrays.items():
+        header = bytes([0, 0, 0x08, a.ndim]) + np.asarray(a.shape, ">i4").tobytes()
+        with gzip.open(tmp_path / f"{name}.gz", "wb") as fh:
+            fh.write(header + a.tobytes())
+    from_idx = load_mnist(tmp_path)
+    np.savez(
+        tmp_path / "m.npz",
+        x_train=arrays["train-images-idx3-ubyte"],
+        y_train=arrays["train-labels-idx1-ubyte"],
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"],
+    )
+    from_npz = load_mnist(tmp_path / "m.npz")
+    for a, b in zip(from_idx[:4], from_npz[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert from_idx.X_train.shape == (6, 784) and from_idx.X_train.max() <= 1.0
