@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m vi_entropy.demo
+	$(BIN)/vi-entropy reproduce
 
 test: setup
 	$(BIN)/ruff check .
