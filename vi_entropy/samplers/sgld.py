@@ -133,29 +133,23 @@ class SGLD(MCMCKernel):
         model_kwargs = {} if model_kwargs is None else model_kwargs
         vectorized = not is_prng_key(rng_key)
         if self._model is not None:
-            key_init = rng_key[0] if vectorized else rng_key
+            # One initialization per chain only when no init_params are given.
+            keys = (
+                rng_key
+                if (vectorized and init_params is None)
+                else (rng_key[0] if vectorized else rng_key)
+            )
+            info = initialize_model(
+                keys,
+                self._model,
+                init_strategy=self._init_strategy,
+                dynamic_args=True,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+            )
+            self._postprocess_fn = info.postprocess_fn
             if init_params is None:
-                keys = rng_key if vectorized else key_init
-                info = initialize_model(
-                    keys,
-                    self._model,
-                    init_strategy=self._init_strategy,
-                    dynamic_args=True,
-                    model_args=model_args,
-                    model_kwargs=model_kwargs,
-                )
                 init_params = info.param_info.z
-                self._postprocess_fn = info.postprocess_fn
-            else:
-                info = initialize_model(
-                    key_init,
-                    self._model,
-                    init_strategy=self._init_strategy,
-                    dynamic_args=True,
-                    model_args=model_args,
-                    model_kwargs=model_kwargs,
-                )
-                self._postprocess_fn = info.postprocess_fn
         elif init_params is None:
             raise ValueError("SGLD: `init_params` is required when using `potential_fn`.")
 
