@@ -8,6 +8,7 @@ factor ``N(x_k, τI)`` and fits ``N(x_{k+1}, τI)`` to it, by forward KL
 (:class:`HeatRegularization`, SVI or Robbins-Monro).
 """
 
+from vi_entropy.checkpoint import CheckpointError
 from vi_entropy.driver import (
     RejectedStepsError,
     RunResult,
@@ -15,6 +16,7 @@ from vi_entropy.driver import (
     TwoStepState,
     VIEntropyWarning,
 )
+from vi_entropy.faults import Fault
 from vi_entropy.gaussian_fit import GaussianGuide, moment_match
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
@@ -26,6 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SA",
     "SGLD",
+    "CheckpointError",
+    "Fault",
     "GaussianGuide",
     "HeatRegularization",
     "LocalEntropy",
