@@ -18,9 +18,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/vi-entropy reproduce
 
+# The second pass runs the tests marked `x64` (every sampler, both schemes) in float64;
+# --require-x64 stops it if JAX did not switch to float64.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m x64 --require-x64 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

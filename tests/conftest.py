@@ -19,6 +19,28 @@ from vi_entropy.tilted import CENTRE, TAU
 NOISE = 0.5
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--require-x64",
+        action="store_true",
+        help="fail the session unless JAX runs in float64 (JAX_ENABLE_X64=1)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--require-x64") and jnp.asarray(1.0).dtype != jnp.float64:
+        raise pytest.UsageError(
+            "--require-x64: JAX is not in float64 mode (set JAX_ENABLE_X64=1); "
+            f"jax.config.jax_enable_x64 = {jax.config.jax_enable_x64}."
+        )
+
+
+@pytest.fixture(scope="session")
+def float_dtype():
+    """JAX's default float dtype in this session: float64 under JAX_ENABLE_X64."""
+    return jnp.asarray(1.0).dtype
+
+
 def linreg_model(X, y=None):
     """Bayesian linear regression with known noise: a Gaussian posterior in closed form."""
     w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
@@ -71,8 +93,9 @@ class ExactGaussianKernel(MCMCKernel):
 
     def __init__(self, model, prec, prec_mean, site="w"):
         self._model = model
-        self.prec = jnp.asarray(prec, jnp.float32)
-        self.prec_mean = jnp.asarray(prec_mean, jnp.float32)
+        # JAX's default float: float64 under JAX_ENABLE_X64, like the centre.
+        self.prec = jnp.asarray(prec)
+        self.prec_mean = jnp.asarray(prec_mean)
         self.site = site
 
     @property
@@ -99,3 +122,68 @@ class ExactGaussianKernel(MCMCKernel):
 
     def refresh(self, state, model_args, model_kwargs):
         return state
+
+
+def poisoned_linreg(X, y=None, poison=0.0):
+    """:func:`linreg_model` plus ``poison · Σw`` in the log density.  Passed as an array,
+    ``poison`` is traced data: ``nan`` makes the potential and its gradient NaN
+    everywhere without recompiling (a numerical fault on demand), ``0`` changes nothing.
+    """
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    numpyro.factor("poison", poison * jnp.sum(w))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, NOISE), obs=y)
+
+
+OK = jnp.asarray(0.0)
+NAN = jnp.asarray(jnp.nan)
+
+
+def _reliability_schemes():
+    from functools import partial
+
+    from vi_entropy import HeatRegularization, LocalEntropy
+
+    mcmc = dict(num_chains=2, num_samples=4, num_warmup=4)
+    return {
+        "le-nuts": partial(LocalEntropy, sampler="nuts", **mcmc),
+        "le-hmc": partial(
+            LocalEntropy,
+            sampler="hmc",
+            sampler_kwargs={"num_steps": 3, "trajectory_length": None},
+            **mcmc,
+        ),
+        "le-sa": partial(LocalEntropy, sampler="sa", **mcmc),
+        "le-sgld": partial(
+            LocalEntropy, sampler="sgld", sampler_kwargs={"step_size": 1e-3}, **mcmc
+        ),
+        "le-importance": partial(
+            LocalEntropy, sampler="importance", num_samples=32, ess_threshold=None
+        ),
+        "hr-svi": partial(HeatRegularization, method="svi", num_inner_steps=4, num_particles=2),
+        "hr-robbins_monro": partial(
+            HeatRegularization, method="robbins_monro", num_inner_steps=4, num_particles=2
+        ),
+    }
+
+
+# Tests parametrized over these share one compiled scheme per sampler: an xdist group
+# per sampler keeps them in one worker under `pytest -n 2 --dist loadgroup`.
+RELIABILITY_SCHEMES = [
+    pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in _reliability_schemes()
+]
+
+
+@pytest.fixture(scope="session")
+def reliability_scheme():
+    """``get(name)``: one tiny scheme per sampler/method on :func:`poisoned_linreg`,
+    built once per session so that the tests sharing it compile it once."""
+    makers = _reliability_schemes()
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = makers[name](poisoned_linreg, 0.01, progress_bar=False)
+        return cache[name]
+
+    return get

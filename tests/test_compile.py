@@ -36,7 +36,8 @@ SCHEMES = {
     "le-hmc": partial(LocalEntropy, sampler="hmc", num_chains=2, num_samples=3, num_warmup=3),
     "le-sa": partial(LocalEntropy, sampler="sa", num_chains=2, num_samples=3, num_warmup=3),
     "le-sgld": partial(LocalEntropy, sampler="sgld", num_chains=2, num_samples=3, num_warmup=3),
-    "le-importance": partial(LocalEntropy, sampler="importance", num_samples=8),
+    # Eight proposals from far away: degenerate weights, which is not what this tests.
+    "le-importance": partial(LocalEntropy, sampler="importance", num_samples=8, ess_threshold=None),
     "le-nuts-readapt": partial(
         LocalEntropy, sampler="nuts", num_chains=2, num_samples=3, num_warmup=3, readapt=True
     ),
@@ -72,4 +73,10 @@ def test_fifty_steps_compile_no_more_than_five(name):
 
 
 def _sgld(name):
-    return {"sampler_kwargs": {"step_size": 1e-3}} if name == "le-sgld" else {}
+    # With 3 warm-up steps and τ shrinking 50-fold, NUTS/HMC chains get stuck (every
+    # transition diverges) and the driver rejects those steps; rejected or not, a step
+    # runs the same compiled code, so let the run go on.
+    options = {"max_rejections": 100}
+    if name == "le-sgld":
+        options["sampler_kwargs"] = {"step_size": 1e-3}
+    return options

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import numpyro.optim
 import pytest
 from jax import random
+from numpyro.distributions import constraints
 from numpyro.infer import NUTS
 
 from tests.conftest import linreg_data, linreg_model
@@ -157,3 +159,141 @@ def test_num_steps_and_init_state_conflicts(le):
         le.run(random.PRNGKey(0), 1, X, Y, init_params={"w": jnp.zeros(3)}, init_state=state)
     with pytest.raises(ValueError, match="keep_draws"):
         le.run(random.PRNGKey(0), 1, X, Y, keep_draws="first")
+
+
+# -- options of the samplers, flags, schedules -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sampler, options, error, match",
+    [
+        ("nuts", {"step_sise": 0.1}, ValueError, r"sampler_kwargs: sampler='nuts' takes only \["),
+        ("nuts", {"step_size": -0.1}, ValueError, r"sampler_kwargs\['step_size'\]: expected a finite float > 0, got -0.1"),
+        ("nuts", {"target_accept_prob": 1.0}, ValueError, r"sampler_kwargs\['target_accept_prob'\]: expected a float in \(0, 1\)"),
+        ("nuts", {"max_tree_depth": 0}, ValueError, r"sampler_kwargs\['max_tree_depth'\]: expected an int >= 1, got 0"),
+        ("nuts", {"max_tree_depth": (3,)}, ValueError, r"sampler_kwargs\['max_tree_depth'\]: expected an int or a pair"),
+        ("nuts", {"adapt_step_size": "yes"}, TypeError, r"sampler_kwargs\['adapt_step_size'\]: expected True or False"),
+        ("hmc", {"num_steps": 0}, ValueError, r"sampler_kwargs\['num_steps'\]: expected an int >= 1"),
+        ("hmc", {"trajectory_length": float("nan")}, ValueError, r"sampler_kwargs\['trajectory_length'\]"),
+        ("hmc", {"max_tree_depth": 5}, ValueError, r"sampler='hmc' takes only"),
+        ("sa", {"adapt_state_size": 1}, ValueError, r"sampler_kwargs\['adapt_state_size'\]: expected an int >= 2"),
+        ("sa", {"dense_mass": [("w",)]}, TypeError, r"sampler_kwargs\['dense_mass'\]: expected True or False"),
+        ("sgld", {"step_size": 0.0}, ValueError, r"sampler_kwargs\['step_size'\]: expected a finite float > 0"),
+        ("sgld", {"step_size": lambda t: -1e-3 + 0.0 * t}, ValueError, r"sampler_kwargs\['step_size'\]\(0\)"),
+        ("sgld", {"noise_scale": -1.0}, ValueError, r"sampler_kwargs\['noise_scale'\]: expected a finite float >= 0"),
+        ("importance", {"batch_size": 0}, ValueError, r"sampler_kwargs\['batch_size'\]: expected an int >= 1"),
+        ("importance", {"batch_size": 2.5}, TypeError, r"sampler_kwargs\['batch_size'\]: expected an int"),
+        ("nuts", [("step_size", 0.1)], TypeError, "sampler_kwargs: expected a dict"),
+    ],
+)  # fmt: skip
+def test_sampler_options_are_checked_at_construction(sampler, options, error, match):
+    with pytest.raises(error, match=match):
+        LocalEntropy(linreg_model, 0.1, sampler=sampler, sampler_kwargs=options)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"sampler": 3}, TypeError, r"sampler: expected one of .*, got int 3"),
+        ({"sampler": NUTS(linreg_model), "sampler_kwargs": {"step_size": 0.1}}, ValueError, "sampler_kwargs: only used with a sampler given by name"),
+        ({"readapt": "no"}, TypeError, "readapt: expected True or False, got str 'no'"),
+        ({"progress_bar": 1}, TypeError, "progress_bar: expected True or False, got int 1"),
+        ({"init_strategy": "median"}, TypeError, "init_strategy: expected a NumPyro init strategy"),
+        ({"ess_threshold": 0.0}, ValueError, r"ess_threshold: expected a finite float > 0, got 0.0"),
+        ({"ess_threshold": 1.5}, ValueError, r"ess_threshold: expected a float in \(0, 1\]"),
+        ({"max_rejections": 0}, ValueError, "max_rejections: expected an int >= 1, got 0"),
+        ({"beta": float("inf")}, ValueError, "beta: expected a finite float > 0, got inf"),
+        ({"num_samples": True}, TypeError, "num_samples: expected an int >= 1, got bool True"),
+    ],
+)  # fmt: skip
+def test_more_local_entropy_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LocalEntropy(linreg_model, 0.1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"method": "robbins_monro", "gain": -1.0}, ValueError, "gain: expected a finite float > 0, got -1.0"),
+        ({"method": "robbins_monro", "gain_t0": 0.0}, ValueError, "gain_t0: expected a finite float > 0, got 0.0"),
+        ({"alpha": float("nan")}, ValueError, "alpha: expected a finite float > 0, got nan"),
+        ({"num_inner_steps": 1.0}, TypeError, "num_inner_steps: expected an int >= 1, got float 1.0"),
+        ({"method": "robbins_monro", "optim": numpyro.optim.Adam(0.1)}, ValueError, "optim: only used with method='svi'"),
+    ],
+)  # fmt: skip
+def test_more_heat_regularization_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HeatRegularization(linreg_model, 0.1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "tau, match",
+    [
+        (lambda k: 0.1 if k < 10 else 0.01, "tau: the schedule must be a JAX function of the step"),
+        (lambda k: jnp.full(2, 0.1), r"tau\(0\): expected a scalar, got shape \(2,\)"),
+        (lambda k: 1 / 0, "tau: the schedule failed at step 0: division by zero"),
+        (lambda k: jnp.nan, r"tau\(0\): expected a finite float > 0"),
+    ],
+)
+def test_tau_schedules_are_checked(tau, match):
+    with pytest.raises(ValueError, match=match):
+        HeatRegularization(linreg_model, tau)
+
+
+def test_support_without_bijection():
+    class Knot(constraints.Constraint):
+        """A continuous support NumPyro has no bijection for."""
+
+        def __call__(self, x):
+            return jnp.ones(jnp.shape(x), bool)
+
+    def model():
+        numpyro.sample("k", dist.ImproperUniform(Knot(), (), ()))
+
+    with pytest.raises(ValueError, match=r"model: latent site 'k' has support .* no bijection"):
+        LocalEntropy(model, 0.1).init(random.PRNGKey(0))
+
+
+@pytest.mark.parametrize(
+    "key, match",
+    [
+        (None, "rng_key: expected a single PRNG key .* got NoneType None"),
+        (0, "rng_key: expected a single PRNG key .* got int 0"),
+        (jnp.zeros(3), r"rng_key: expected a single PRNG key .* shape \(3,\)"),
+        (random.split(random.PRNGKey(0), 2), r"rng_key: .* shape \(2, 2\)"),
+    ],
+)
+def test_rng_key_is_checked(le, key, match):
+    with pytest.raises(TypeError, match=match):
+        le.run(key, 1, X, Y)
+
+
+def test_run_options_are_checked(le):
+    with pytest.raises(ValueError, match="checkpoint_every: expected an int >= 1, got 0"):
+        le.run(random.PRNGKey(0), 1, X, Y, checkpoint="x.ckpt", checkpoint_every=0)
+    with pytest.raises(TypeError, match="checkpoint: expected a file path, got int 3"):
+        le.run(random.PRNGKey(0), 1, X, Y, checkpoint=3)
+    with pytest.raises(TypeError, match="resume: expected a file path, got int 1"):
+        le.run(random.PRNGKey(0), 1, X, Y, resume=1)
+    with pytest.raises(TypeError, match="progress_bar: expected True or False"):
+        le.run(random.PRNGKey(0), 1, X, Y, progress_bar="off")
+    with pytest.raises(TypeError, match="num_steps: expected an int >= 0, got float 2.0"):
+        le.run(random.PRNGKey(0), 2.0, X, Y)
+
+
+def test_init_state_must_belong_to_the_scheme(le):
+    hr = HeatRegularization(linreg_model, 0.1, num_inner_steps=2, progress_bar=False)
+    other = hr.init(random.PRNGKey(0), X, Y)
+    with pytest.raises(TypeError, match="init_state: expected a TwoStepState .* got dict"):
+        le.run(None, 1, X, Y, init_state={"centre": other.centre})
+    with pytest.raises(ValueError, match=r"init_state: its state does not fit this scheme"):
+        le.run(None, 1, X, Y, init_state=other)
+    X4, Y4 = linreg_data(n=10, d=4)
+    wider = le.init(random.PRNGKey(0), X4, Y4)
+    with pytest.raises(ValueError, match=r"init_state: state leaf \.centre has shape \(4,\)"):
+        le.run(None, 1, X, Y, init_state=wider)
+
+
+def test_init_params_of_another_float_dtype_are_cast(le):
+    state = le.init(random.PRNGKey(0), X, Y, init_params={"w": np.zeros(3, np.float16)})
+    assert state.centre.dtype == jnp.asarray(1.0).dtype

@@ -8,6 +8,8 @@ factor ``N(x_k, τI)`` and fits ``N(x_{k+1}, τI)`` to it, by forward KL
 (:class:`HeatRegularization`, SVI or Robbins-Monro).
 """
 
+from vi_entropy.checkpoint import CheckpointError
+
 # The estimators `local_entropy` and `heat_loss` live in `vi_entropy.diagnostics`: a
 # top-level `local_entropy` would shadow the module `vi_entropy.local_entropy`.
 from vi_entropy.diagnostics import Estimate, MonotonicityReport, monotonicity
@@ -18,6 +20,7 @@ from vi_entropy.driver import (
     TwoStepState,
     VIEntropyWarning,
 )
+from vi_entropy.faults import Fault
 from vi_entropy.gaussian_fit import GaussianGuide, moment_match
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
@@ -45,7 +48,9 @@ def __getattr__(name: str):
 __all__ = [
     "SA",
     "SGLD",
+    "CheckpointError",
     "Estimate",
+    "Fault",
     "GaussianGuide",
     "HeatRegularization",
     "LocalEntropy",

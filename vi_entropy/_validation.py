@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.util import is_prng_key
 
 
 def positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """``value`` as a finite float > 0 (>= 0 with ``allow_zero``), else ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jnp.ndarray):
+    if isinstance(value, np.ndarray | jax.Array):
+        real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+    else:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    if not real:
         raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}.")
     if np.ndim(value) != 0:
         raise ValueError(f"{name}: expected a scalar, got shape {np.shape(value)}.")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int too large for a float
+        x = math.inf
     ok = math.isfinite(x) and (x >= 0 if allow_zero else x > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -52,6 +62,14 @@ def schedule(name: str, value: Any) -> float | Callable[[Any], Any]:
         except Exception as err:  # noqa: BLE001 - report any failure of the user's schedule
             raise ValueError(f"{name}: the schedule failed at step 0: {err}") from err
         positive_float(f"{name}(0)", np.asarray(first))
+        try:
+            # It is evaluated inside compiled code, on a traced step count.
+            jax.eval_shape(value, jax.ShapeDtypeStruct((), jnp.int32))
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(
+                f"{name}: the schedule must be a JAX function of the step (it is evaluated "
+                f"inside compiled code; use jnp.where instead of if/else): {err}"
+            ) from err
         return value
     return positive_float(name, value)
 
@@ -61,3 +79,48 @@ def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ValueError(f"{name}: expected one of {options}, got {value!r}.")
     return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` as a bool (``True``/``False`` or a NumPy bool, not a string or a number)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}.")
+    return bool(value)
+
+
+def open_unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in (0, 1) (e.g. a target acceptance probability)."""
+    x = positive_float(name, value)
+    if x >= 1:
+        raise ValueError(f"{name}: expected a float in (0, 1), got {value!r}.")
+    return x
+
+
+def function(name: str, value: Any, expected: str) -> Callable:
+    """``value`` if it is callable, else a ``TypeError`` saying what was ``expected``."""
+    if not callable(value):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}.")
+    return value
+
+
+def rng_key(name: str, value: Any) -> Any:
+    """``value`` if it is a JAX PRNG key (``random.PRNGKey(0)`` or ``random.key(0)``)."""
+    is_array = isinstance(value, jax.Array | np.ndarray)
+    if not (is_array and is_prng_key(value)):
+        shown = (
+            f"an array of shape {value.shape} and dtype {value.dtype}"
+            if is_array
+            else (f"{type(value).__name__} {value!r}")
+        )
+        raise TypeError(
+            f"{name}: expected a single PRNG key (jax.random.PRNGKey(0) or "
+            f"jax.random.key(0)), got {shown}."
+        )
+    return value
+
+
+def path(name: str, value: Any) -> str:
+    """``value`` as a file-system path string (``str`` or ``os.PathLike``)."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise TypeError(f"{name}: expected a file path, got {type(value).__name__} {value!r}.")
+    return os.fspath(value)

@@ -15,20 +15,28 @@ regularized loss (:meth:`~TwoStepScheme.regularized_loss`), reused at every trac
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax import random
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
+from numpyro.util import is_prng_key
 from tqdm.auto import trange
 
 from vi_entropy import _validation as check
+from vi_entropy import checkpoint as checkpoint_io
 from vi_entropy.diagnostics import Estimate, potential_with_batches, smoothed_losses
+from vi_entropy.faults import Fault, advise, all_finite, describe, flag
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.tilted import TiltedPosterior
@@ -46,7 +54,8 @@ class TwoStepState(NamedTuple):
     - **inner** - the step-2 state: MCMC kernel states of all chains, the SVI state, ...
     - **step** - the outer step count ``k``.
     - **rng_key** - key for the next outer step.
-    - **num_rejected** - consecutive rejected outer steps (non-finite proposals).
+    - **num_rejected** - consecutive rejected outer steps (see :mod:`vi_entropy.faults`).
+    - **num_rejected_total** - rejected outer steps since :meth:`TwoStepScheme.init`.
     """
 
     centre: jax.Array
@@ -54,6 +63,7 @@ class TwoStepState(NamedTuple):
     step: jax.Array
     rng_key: jax.Array
     num_rejected: jax.Array
+    num_rejected_total: jax.Array = np.int32(0)
 
 
 class RunResult(NamedTuple):
@@ -218,8 +228,15 @@ class TwoStepScheme:
         Show a tqdm progress bar in :meth:`run`.
     max_rejections : int, default 10
         :meth:`run` stops with :class:`RejectedStepsError` after this many consecutive
-        rejected outer steps (non-finite proposals); the centre never takes a
-        non-finite value.
+        rejected outer steps; the centre never takes a non-finite value.
+
+    Notes
+    -----
+    Faults: an outer step whose proposal, inner draws or inner state is not finite (and
+    the other faults listed in :mod:`vi_entropy.faults`) is rejected: the centre and the
+    inner state stay as they were and the next step tries again with fresh randomness.
+    Every step's ``info`` has ``fault`` (a :class:`~vi_entropy.faults.Fault` bit mask),
+    ``rejected`` and ``num_rejected_total``.
     """
 
     def __init__(
@@ -241,12 +258,15 @@ class TwoStepScheme:
         self.tau = check.schedule("tau", tau)
         self.beta = check.positive_float("beta", beta)
         self.alpha = check.unit_interval("alpha", alpha)
-        self.init_strategy = init_strategy
-        self.progress_bar = bool(progress_bar)
+        self.init_strategy = check.function(
+            "init_strategy", init_strategy, "a NumPyro init strategy such as init_to_median"
+        )
+        self.progress_bar = check.flag("progress_bar", progress_bar)
         self.max_rejections = check.count("max_rejections", max_rejections)
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
+        self._template: tuple[Any, TwoStepState] | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
         self._update_jit = jax.jit(self._update_impl, static_argnames=("static",))
         self._track_jit = jax.jit(self._track_impl, static_argnames=("static", "num_samples"))
@@ -316,16 +336,23 @@ class TwoStepScheme:
             state.inner, key_step, state.centre, tau, args, kwargs, key_batch
         )
         proposal = (1 - self.alpha) * state.centre + self.alpha * mean
-        ok = jnp.all(jnp.isfinite(proposal))
+        info = dict(info)
+        fault = info.pop("fault", jnp.int32(0))
+        fault = fault | flag(~jnp.all(jnp.isfinite(proposal)), Fault.NONFINITE_PROPOSAL)
+        fault = fault | flag(~all_finite(inner), Fault.NONFINITE_STATE)
+        fault = fault | flag(~(jnp.isfinite(tau) & (tau > 0)), Fault.BAD_TAU)
+        ok = fault == 0
         centre = jnp.where(ok, proposal, state.centre)
         inner = jax.tree.map(lambda new, old: jnp.where(ok, new, old), inner, state.inner)
-        info = dict(info)
+        total = state.num_rejected_total + jnp.where(ok, 0, 1)
         info["step"] = state.step
         info["tau"] = tau
         info["displacement"] = jnp.linalg.norm(centre - state.centre)
+        info["fault"] = fault
         info["rejected"] = ~ok
+        info["num_rejected_total"] = total
         new_state = TwoStepState(
-            centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1)
+            centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1), total
         )
         return new_state, info, draws
 
@@ -362,6 +389,7 @@ class TwoStepScheme:
         ``init_params`` are constrained values keyed by latent site name (as in
         ``SVI.init``); without them ``init_strategy`` picks the first centre.
         """
+        check.rng_key("rng_key", rng_key)
         key_setup, key_init, key_inner, key_state = random.split(rng_key, 4)
         self._setup(key_setup, args, kwargs)
         if init_params is None:
@@ -386,7 +414,7 @@ class TwoStepScheme:
             )
         inner = self._init_jit(key_inner, centre, dynamic, static=static)
         zero = jnp.zeros((), jnp.int32)
-        return TwoStepState(centre, inner, zero, key_state, zero)
+        return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``."""
@@ -406,6 +434,9 @@ class TwoStepScheme:
         keep_draws: str | Sequence[int] | None = "last",
         track_every: int | None = None,
         track_samples: int = 256,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        resume: bool | str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> RunResult:
         """Run ``num_steps`` outer steps, like ``SVI.run(rng_key, num_steps, *args)``.
@@ -413,9 +444,10 @@ class TwoStepScheme:
         Parameters
         ----------
         rng_key : PRNG key
-            Used by :meth:`init` (ignored when ``init_state`` is given).
+            Used by :meth:`init` (not needed with ``init_state`` or ``resume``).
         num_steps : int
-            Outer steps to run.
+            Outer steps to run; with ``resume``, the total of the run that wrote the
+            checkpoint (see below).
         *args, **kwargs
             Model arguments.
         init_params : dict, optional
@@ -439,79 +471,157 @@ class TwoStepScheme:
             does not report ``c``.  The first and last centres are tracked on top.
         track_samples : int, default 256
             Draws of ``N(x_k, τI)`` per tracked step (plus one evaluation at ``x_k``).
+        checkpoint : path, optional
+            Save the run to this file every ``checkpoint_every`` outer steps, after the
+            last one, and on ``KeyboardInterrupt``: the whole state (centre, chain,
+            SVI and optimizer states, RNG keys, step counters), ``info`` and the kept
+            draws so far (format: :mod:`vi_entropy.checkpoint`).  Each save replaces
+            the file atomically, so a killed process leaves the last complete save.
+            An existing file at ``path`` is replaced unless the run resumes from it.
+        checkpoint_every : int, default 10
+            Outer steps between saves.
+        resume : path or bool, optional
+            Continue the run saved in this checkpoint file.  ``True`` continues from
+            ``checkpoint`` if that file exists and starts afresh (from ``rng_key``)
+            otherwise, so the same call serves the first run and every restart.
+            ``num_steps`` stays the number of outer steps of the *whole* run, not the
+            steps left: repeating the interrupted call finishes it, and the result
+            (params, state, ``info`` of all steps, draws) is bitwise the one an
+            uninterrupted run gives on the same machine; a larger ``num_steps``
+            extends the run.  ``rng_key`` is not used; ``init_params`` and
+            ``init_state`` cannot be combined with it.  A corrupt file, or one written
+            by another scheme, sampler, model or site layout, raises
+            :class:`~vi_entropy.checkpoint.CheckpointError` and is left untouched;
+            changed options (``tau``, ``num_samples``, ...) give a warning.
 
         Returns
         -------
         RunResult
-            ``result.info`` holds per-step diagnostics stacked over steps (see
+            ``params``, ``state``, ``info`` (stacked per-step diagnostics, including
+            ``fault``, ``rejected`` and ``num_rejected_total``; see
             :class:`~vi_entropy.LocalEntropy` and :class:`~vi_entropy.HeatRegularization`
-            for the sampler's); with MCMC draws ``run`` adds ``max_rhat`` and
-            ``min_ess`` (:func:`chain_diagnostics`).  Those are computed on the host
-            from every step's draws (at most 1000 coordinates of them) while the device
-            runs the next step, so they cost a small transfer and no device time.
+            for the sampler's), ``draws`` and ``trace`` (the tracked losses).  With MCMC
+            draws ``info`` also has ``max_rhat`` and ``min_ess``
+            (:func:`chain_diagnostics`), computed on the host from every step's draws (at
+            most 1000 coordinates of them) while the device runs the next step.
+
+        Raises
+        ------
+        RejectedStepsError
+            After ``max_rejections`` consecutive rejected steps; says which faults
+            occurred, and ``err.result`` holds the last good state.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
             raise ValueError("init_params: give either init_params or init_state, not both.")
-        if init_state is None:
-            state = self.init(rng_key, *args, init_params=init_params, **kwargs)
-        else:
-            self._setup(rng_key, args, kwargs)
-            state = init_state
         keep = _keep_rule(keep_draws)
+        show = (
+            self.progress_bar if progress_bar is None else check.flag("progress_bar", progress_bar)
+        )
+        every = check.count("checkpoint_every", checkpoint_every)
+        checkpoint = None if checkpoint is None else check.path("checkpoint", checkpoint)
+        source = _resume_source(resume, checkpoint)
+        if source is not None and (init_state is not None or init_params is not None):
+            raise ValueError(
+                "resume: the state comes from the checkpoint; do not also give "
+                "init_params or init_state."
+            )
         if track_every is not None:
             track_every = check.count("track_every", track_every, minimum=0)
         track_samples = check.count("track_samples", track_samples, minimum=2)
-        start = int(state.step)
+        done, prior_info, prior_trace, draws, warned = 0, {}, {}, {}, set()
+        if source is not None:
+            state, prior_info, prior_trace, draws, done, warned, saved_every = self._resume(
+                source, num_steps, args, kwargs
+            )
+            # The tracking cadence is the interrupted run's, so the trace continues it.
+            track_every = saved_every if track_every is None else track_every
+        elif init_state is None:
+            state = self.init(rng_key, *args, init_params=init_params, **kwargs)
+        else:
+            self._check_state(init_state, rng_key, args, kwargs)
+            state = init_state
+        run_start = int(state.step) - done
         dynamic, static = partition_args(args, kwargs)
-        show = self.progress_bar if progress_bar is None else bool(progress_bar)
         infos: list[dict] = []
-        host: list[dict[str, float]] = []
+        fetched: list[dict] = []  # host copies of `infos`, filled at each save
+        host: list[dict[str, float]] = []  # R-hat/ESS per step, computed on the host
         traces: list[dict] = []
-        draws: dict[int, Draws] = {}
-        pending: Draws | None = None
-        good = state
+        pending: tuple[int, Draws] | None = None  # draws waiting for their diagnostics
+
+        def diagnose_pending(upto: int) -> None:
+            # R-hat/ESS of a step, computed on the host while the device runs the next.
+            nonlocal pending
+            if pending is not None and pending[0] < upto:
+                host.append(chain_diagnostics(pending[1]))
+                pending = None
 
         def track(s: TwoStepState) -> None:
             traces.append(self._track_jit(s, dynamic, static=static, num_samples=track_samples))
 
-        def finish(s: TwoStepState) -> RunResult:
-            if pending is not None:
-                host.append(chain_diagnostics(pending))
-            return RunResult(
-                self.get_params(s), s, _attach(_stack(infos), host), draws, _stack(traces)
-            )
+        def history(stacked: dict[str, np.ndarray]) -> tuple[dict, dict]:
+            info = _concat(prior_info, _attach(stacked, host))
+            return info, _concat(prior_trace, _stack(traces))
 
-        if track_every != 0 and num_steps > 0:
+        def save() -> None:
+            diagnose_pending(int(state.step))
+            fetched.extend(jax.device_get(infos[len(fetched) :]))
+            meta = self._checkpoint_meta(state, run_start, num_steps, warned)
+            meta["track_every"] = track_every
+            info, trace = history(_stack(fetched))
+            checkpoint_io.save(checkpoint, state, meta=meta, info=info, draws=draws, trace=trace)
+
+        if track_every != 0 and done == 0 and num_steps > 0:
             track(state)
-        for i in trange(num_steps, disable=not show, desc=type(self).__name__):
-            state, info, d = self._update_jit(state, dynamic, static=static)
-            infos.append(info)
-            # The previous step's draws are diagnosed while the device runs this one.
-            if pending is not None:
-                host.append(chain_diagnostics(pending))
-            pending = d
-            if d is not None and keep(start + i):
-                if keep_draws == "last":
-                    draws.clear()
-                draws[start + i] = d
-            if track_every is None:
-                track_every = _default_track_every(info, track_samples)
-            if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):
-                track(state)
-            rejected = int(state.num_rejected)
-            if rejected == 0:
-                good = state
-            elif rejected >= self.max_rejections:
-                result = finish(good)
-                raise RejectedStepsError(
-                    f"{type(self).__name__}: {rejected} consecutive outer steps were rejected "
-                    f"(non-finite proposal) up to step {int(state.step)}; the last good "
-                    f"centre is from step {int(good.step)}. Lower tau, the step sizes or "
-                    "the learning rate. The last good state is in `err.result`.",
-                    result,
-                )
-        return finish(state)
+        good = state
+        try:
+            for i in trange(done, num_steps, disable=not show, desc=type(self).__name__):
+                new_state, info, d = self._update_jit(state, dynamic, static=static)
+                infos.append(info)
+                state = new_state
+                step = run_start + i
+                diagnose_pending(step)
+                if d is not None:
+                    pending = (step, d)
+                    if keep(step):
+                        if keep_draws == "last":
+                            draws.clear()
+                        draws[step] = d
+                if track_every is None:
+                    track_every = _default_track_every(info, track_samples)
+                if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):
+                    track(state)
+                for name, message in self._warnings(info, step).items():
+                    if name not in warned:
+                        warned.add(name)
+                        warnings.warn(message, VIEntropyWarning, stacklevel=2)
+                rejected = int(state.num_rejected)
+                if rejected == 0:
+                    good = state
+                elif rejected >= self.max_rejections:
+                    diagnose_pending(int(state.step))
+                    info, trace = history(_stack(infos))
+                    result = RunResult(self.get_params(good), good, info, draws, trace)
+                    raise RejectedStepsError(self._rejected_message(state, good, infos), result)
+                if checkpoint is not None and ((i + 1) % every == 0 or i + 1 == num_steps):
+                    save()
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                # Keep the saved history consistent with the state if the interrupt
+                # arrived between recording a step's info and taking its state.
+                last = int(state.step)
+                del infos[last - run_start - done :]
+                del host[last - run_start - done :]
+                if pending is not None and pending[0] >= last:
+                    pending = None
+                for step in [s for s in draws if s >= last]:
+                    del draws[step]
+                traces[:] = [t for t in traces if int(t["step"]) <= last]
+                save()
+            raise
+        diagnose_pending(int(state.step))
+        info, trace = history(_stack(infos))
+        return RunResult(self.get_params(state), state, info, draws, trace)
 
     def regularized_loss(
         self,
@@ -554,6 +664,136 @@ class TwoStepScheme:
         dynamic, static = partition_args(args, kwargs)
         out = self._track_jit(state, dynamic, static=static, num_samples=num_samples)
         return Estimate(out["regularized_loss"], out["regularized_loss_se"])
+
+    # -- faults, checkpoints and state checks ------------------------------------------------
+    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
+        """Warnings about a step's diagnostics, by name (:meth:`run` shows each once)."""
+        return {}
+
+    def _rejected_message(self, state: TwoStepState, good: TwoStepState, infos: list[dict]) -> str:
+        rejected = int(state.num_rejected)
+        masks = jax.device_get([info["fault"] for info in infos[-rejected:]])
+        counts = Counter(text for mask in masks for text in describe(mask))
+        what = "; ".join(f"{text} ({n} of {len(masks)} steps)" for text, n in counts.items())
+        advice = dict.fromkeys(text for mask in masks for text in advise(mask))
+        last = int(state.step) - 1
+        return (
+            f"{type(self).__name__}: {rejected} consecutive outer steps were rejected "
+            f"(steps {last - rejected + 1} to {last}; max_rejections={self.max_rejections}), "
+            f"so the run stopped. What went wrong: {what or 'unknown'}. The centre never "
+            f"took their values; the last good state is that after {int(good.step)} "
+            f"steps. To try: {'; '.join(advice) or 'lower tau'}. The last good state is "
+            "in `err.result` (pass err.result.state as init_state to continue)."
+        )
+
+    def _checkpoint_structure(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed by this scheme."""
+        model = getattr(self.model, "__qualname__", None) or type(self.model).__name__
+        return {
+            "scheme": type(self).__name__,
+            "model": model,
+            "sites": {k: [list(s.shape), str(s.dtype)] for k, s in self.tilted.sites.items()},
+        }
+
+    def _checkpoint_options(self) -> dict[str, Any]:
+        """Settings a resumed run may change (reported if they differ)."""
+        return {
+            "tau": _jsonable(self.tau),
+            "beta": self.beta,
+            "alpha": self.alpha,
+            "model_args": _jsonable(self._built_for[1] if self._built_for else None),
+        }
+
+    def _checkpoint_meta(
+        self, state: TwoStepState, run_start: int, num_steps: int, warned: set[str]
+    ) -> dict[str, Any]:
+        return {
+            "jax_version": jax.__version__,
+            "numpyro_version": numpyro.__version__,
+            "x64": bool(jax.config.jax_enable_x64),
+            "structure": self._checkpoint_structure(),
+            "options": self._checkpoint_options(),
+            "step": int(state.step),
+            "run_start": run_start,
+            "num_steps": num_steps,
+            "warned": sorted(warned),
+        }
+
+    def _resume(
+        self, path: str, num_steps: int, args: tuple, kwargs: dict
+    ) -> tuple[TwoStepState, dict, dict, dict, int, set[str], int | None]:
+        """Read, check and restore a checkpoint.
+
+        Returns ``(state, info, trace, draws, done, warned, track_every)``.
+        """
+        ck = checkpoint_io.load(path)
+        paths = [leaf["path"] for leaf in ck.meta["state"]["leaves"]]
+        if ".rng_key" not in paths:
+            raise checkpoint_io.CheckpointError(path, "its state is not a TwoStepState.")
+        key = ck.leaves[paths.index(".rng_key")]
+        if not _is_key_like(key):
+            raise checkpoint_io.CheckpointError(path, "its state has no valid PRNG key.")
+        self._setup(random.PRNGKey(0), args, kwargs)
+        changed = checkpoint_io.check_compatible(
+            ck, self._checkpoint_structure(), self._checkpoint_options()
+        )
+        state = checkpoint_io.restore_state(ck, self._state_template(key, args, kwargs))
+        done = int(ck.meta["step"]) - int(ck.meta["run_start"])
+        if num_steps < done:
+            raise ValueError(
+                f"num_steps: the run in checkpoint {path} has already done {done} outer "
+                f"steps, more than num_steps={num_steps} (with resume, num_steps is the "
+                "total of the run, not the steps left)."
+            )
+        if changed:
+            warnings.warn(
+                f"{type(self).__name__}: resuming checkpoint {path} with other options ("
+                + "; ".join(changed)
+                + "); the result will differ from that of an uninterrupted run.",
+                VIEntropyWarning,
+                stacklevel=3,
+            )
+        draws = {k: jax.tree.map(jnp.asarray, d) for k, d in ck.draws.items()}
+        return (
+            state,
+            dict(ck.info),
+            dict(ck.trace),
+            draws,
+            done,
+            set(ck.meta.get("warned", [])),
+            ck.meta.get("track_every"),
+        )
+
+    def _state_template(self, rng_key: Any, args: tuple, kwargs: dict) -> TwoStepState:
+        """Shapes and dtypes of this scheme's state (traced once, not run or compiled)."""
+        key = jax.ShapeDtypeStruct(jnp.shape(rng_key), rng_key.dtype)
+        cache_key = (self._built_for, str(key))
+        if self._template is not None and self._template[0] == cache_key:
+            return self._template[1]
+        dynamic, static = partition_args(args, kwargs)
+        centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
+        inner = jax.eval_shape(partial(self._init_impl, static=static), key, centre, dynamic)
+        count = jax.ShapeDtypeStruct((), jnp.int32)
+        template = TwoStepState(centre, inner, count, key, count, count)
+        self._template = (cache_key, template)
+        return template
+
+    def _check_state(self, state: Any, rng_key: Any, args: tuple, kwargs: dict) -> None:
+        """``init_state`` must be a state of this scheme, for these model arguments."""
+        if not isinstance(state, TwoStepState):
+            raise TypeError(
+                "init_state: expected a TwoStepState (e.g. result.state of an earlier run), "
+                f"got {type(state).__name__}."
+            )
+        if not _is_key_like(state.rng_key):
+            raise TypeError("init_state: its rng_key is not a PRNG key.")
+        self._setup(rng_key if rng_key is not None else state.rng_key, args, kwargs)
+        template = self._state_template(state.rng_key, args, kwargs)
+        problem = checkpoint_io.describe_mismatch(
+            checkpoint_io.leaf_signature(template), checkpoint_io.leaf_signature(state)
+        )
+        if problem is not None:
+            raise ValueError(f"init_state: {problem}.")
 
     def get_params(self, state: TwoStepState) -> dict[str, jax.Array]:
         """The centre ``x_k`` of ``state`` as a dict of constrained site values."""
@@ -598,3 +838,49 @@ def _keep_rule(keep_draws: str | Sequence[int] | None) -> Callable[[int], bool]:
         )
     wanted = {check.count("keep_draws[i]", s, minimum=0) for s in keep_draws}
     return lambda step: step in wanted
+
+
+def _resume_source(resume: Any, checkpoint: str | None) -> str | None:
+    """The checkpoint file ``run`` continues from, or ``None`` for a fresh run."""
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        if checkpoint is None:
+            raise ValueError(
+                "resume=True continues the run saved in `checkpoint`, but no checkpoint "
+                "path was given."
+            )
+        return checkpoint if os.path.exists(checkpoint) else None
+    path = check.path("resume", resume)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"resume: there is no checkpoint file {path!r}.")
+    return path
+
+
+def _is_key_like(x: Any) -> bool:
+    return hasattr(x, "dtype") and is_prng_key(x)
+
+
+def _concat(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-step diagnostics of two consecutive stretches of a run, stacked."""
+    if not first:
+        return second
+    if not second:
+        return dict(first)
+    return {k: np.concatenate([first[k], second[k]]) for k in second}
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-friendly description of an option (callables by name)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if callable(value):
+        name = getattr(value, "__qualname__", None) or type(value).__name__
+        return f"<{name}>"
+    return repr(value)

@@ -21,6 +21,7 @@ from jax import lax, random
 from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
 from numpyro.infer import SVI, Trace_ELBO
 
+from vi_entropy.faults import Fault, flag
 from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.tilted import CENTRE, TAU, TiltedPosterior
 
@@ -118,7 +119,10 @@ class SVIFit:
     The ELBO of the tilted model under ``N(m, τI)`` is
     ``-(f_τ(m) + |m - x_k|²/(2τ)) + const``, so SVI on ``m`` is the heat-regularization
     step.  The SVI state (guide means and optimizer state) is warm-started from one outer
-    step to the next; ``SVI.stable_update`` skips inner steps with a non-finite loss.
+    step to the next; ``SVI.stable_update`` skips inner steps with a non-finite loss or
+    gradient (``info["num_skipped_inner"]`` counts them), and a non-finite loss at the
+    last inner step is a fault (:attr:`~vi_entropy.faults.Fault.NONFINITE_LOSS`): the
+    driver rejects the outer step.
     """
 
     def __init__(
@@ -167,6 +171,9 @@ class SVIFit:
         evals = self.num_inner_steps * self.num_particles
         info = {
             "elbo_loss": losses[-1],
+            # stable_update returns a NaN loss for each inner step it skipped
+            "num_skipped_inner": jnp.sum(~jnp.isfinite(losses)),
+            "fault": flag(~jnp.isfinite(losses[-1]), Fault.NONFINITE_LOSS),
             "num_grad_evals": jnp.asarray(evals),
             "num_potential_evals": jnp.asarray(evals),
         }

@@ -127,6 +127,21 @@ class HeatRegularization(TwoStepScheme):
                 self.estimator,
             )
 
+    def _checkpoint_structure(self) -> dict[str, Any]:
+        optim = None if self.method != "svi" else type(self.optim).__name__
+        return {**super()._checkpoint_structure(), "method": self.method, "optim": optim}
+
+    def _checkpoint_options(self) -> dict[str, Any]:
+        return {
+            **super()._checkpoint_options(),
+            "num_inner_steps": self.num_inner_steps,
+            "num_particles": self.num_particles,
+            "gain": self.gain,
+            "gain_t0": self.gain_t0,
+            "gain_kappa": self.gain_kappa,
+            "estimator": self.estimator,
+        }
+
     def _init_inner(
         self, rng_key: Any, centre: jax.Array, tau: Any, args: tuple, kwargs: dict, batch_key: Any
     ) -> Any:

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 from numpyro.infer.mcmc import MCMCKernel
 
 from vi_entropy import _validation as check
-from vi_entropy.driver import TwoStepScheme
+from vi_entropy.driver import TwoStepScheme, _jsonable
+from vi_entropy.faults import Fault, flag
 from vi_entropy.gaussian_fit import AVERAGING, moment_match
 from vi_entropy.samplers.importance import ImportanceSampler, effective_sample_size
-from vi_entropy.samplers.mcmc import Draws, MCMCSampler, make_kernel
+from vi_entropy.samplers.mcmc import Draws, MCMCSampler, check_sampler_kwargs, make_kernel
 
 SAMPLERS = ("nuts", "hmc", "sa", "sgld", "importance")
 
@@ -66,11 +67,23 @@ class LocalEntropy(TwoStepScheme):
         ``"exponential"`` is Entropy-SGD's moving average ``μ ← ρμ + (1 − ρ)y``.
     ema_decay : float, default 0.75
         ``ρ`` of the exponential average.
+    ess_threshold : float in (0, 1] or None, default 0.01
+        Importance sampling: :meth:`run` warns (:class:`~vi_entropy.VIEntropyWarning`,
+        once per run) when an outer step's effective sample size falls below
+        ``max(ess_threshold · num_samples, 2)``, i.e. when the step rests on a handful of
+        proposals; ``None`` turns the warning off.
     beta, alpha, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
     Notes
     -----
+    Faults (see :mod:`vi_entropy.faults`): an outer step is rejected, and the centre and
+    chains stay, when a draw is not finite, a chain's state (potential energy, gradient,
+    SA population energies) is not finite, a chain is stuck (every transition diverged
+    and it never moved: NUTS/HMC/SA), or every importance weight is zero.  Proposals with a non-finite
+    potential get weight zero (``info["num_zero_weights"]``); NUTS/HMC reject
+    transitions into such points themselves (counted in ``info["num_divergent"]``).
+
     Mini-batches: for a model with ``numpyro.plate(..., subsample_size=B)``, SGLD draws a
     new batch at every inner step; NUTS, HMC, SA and importance sampling need a
     deterministic potential, so they use one batch per outer step, fixed for all chains
@@ -84,10 +97,12 @@ class LocalEntropy(TwoStepScheme):
     ...     with numpyro.plate("data", 20):
     ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
     >>> y = 3.0 + jax.random.normal(jax.random.PRNGKey(1), (20,))
-    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=500,
+    >>> le = LocalEntropy(model, tau=0.01, sampler="importance", num_samples=500,
     ...                   progress_bar=False)
-    >>> result = le.run(jax.random.PRNGKey(0), 20, y)
+    >>> result = le.run(jax.random.PRNGKey(0), 20, y, init_params={"mu": 2.5})
     >>> bool(abs(result.params["mu"] - y.mean()) < 0.2)
+    True
+    >>> bool(result.info["importance_ess"].min() > 50)  # the weights did not degenerate
     True
     """
 
@@ -105,36 +120,45 @@ class LocalEntropy(TwoStepScheme):
         sampler_kwargs: Mapping[str, Any] | None = None,
         averaging: str = "arithmetic",
         ema_decay: float = 0.75,
+        ess_threshold: float | None = 0.01,
         **driver_kwargs: Any,
     ) -> None:
         super().__init__(model, tau, **driver_kwargs)
-        if isinstance(sampler, str) and sampler.lower() not in SAMPLERS:
-            raise ValueError(
-                f"sampler: unknown name {sampler!r}; expected one of {SAMPLERS}, an "
-                "MCMCKernel or a factory model -> MCMCKernel."
+        if isinstance(sampler, str):
+            if sampler.lower() not in SAMPLERS:
+                raise ValueError(
+                    f"sampler: unknown name {sampler!r}; expected one of {SAMPLERS}, an "
+                    "MCMCKernel or a factory model -> MCMCKernel."
+                )
+            sampler = sampler.lower()
+            sampler_kwargs = check_sampler_kwargs(sampler, sampler_kwargs)
+        elif not (isinstance(sampler, MCMCKernel) or callable(sampler)):
+            raise TypeError(
+                f"sampler: expected one of {SAMPLERS}, an MCMCKernel or a factory "
+                f"model -> MCMCKernel, got {type(sampler).__name__} {sampler!r}."
             )
-        self.sampler = sampler.lower() if isinstance(sampler, str) else sampler
+        elif sampler_kwargs:
+            raise ValueError(
+                "sampler_kwargs: only used with a sampler given by name; give the options "
+                f"to the kernel itself, got {sorted(sampler_kwargs)}."
+            )
+        self.sampler = sampler
         self.num_chains = check.count("num_chains", num_chains)
         self.num_samples = check.count("num_samples", num_samples)
         self.num_warmup = check.count("num_warmup", num_warmup, minimum=0)
         self.thinning = check.count("thinning", thinning)
-        self.readapt = bool(readapt)
+        self.readapt = check.flag("readapt", readapt)
         self.sampler_kwargs = dict(sampler_kwargs or {})
         self.averaging = check.choice("averaging", averaging, AVERAGING)
         self.ema_decay = check.unit_interval("ema_decay", ema_decay)
-        if self.sampler == "importance":
-            unknown = set(self.sampler_kwargs) - {"batch_size"}
-            if unknown:
-                raise ValueError(
-                    f"sampler_kwargs: importance sampling takes only 'batch_size', got {sorted(unknown)}."
-                )
+        self.ess_threshold = (
+            None if ess_threshold is None else check.unit_interval("ess_threshold", ess_threshold)
+        )
         self._inner: MCMCSampler | ImportanceSampler | None = None
 
     def _build(self) -> None:
         if self.sampler == "importance":
             batch = self.sampler_kwargs.get("batch_size")
-            if batch is not None:
-                batch = check.count("sampler_kwargs['batch_size']", batch)
             self._inner = ImportanceSampler(self.tilted, self.num_samples, batch)
             return
         kernel = make_kernel(
@@ -170,11 +194,73 @@ class LocalEntropy(TwoStepScheme):
         kwargs: dict,
         batch_key: Any,
     ) -> tuple[jax.Array, Any, dict, Draws]:
+        # Where each chain starts this step (MCMC), to tell a stuck chain.
+        start = jax.vmap(self.tilted.ravel)(inner.z) if hasattr(inner, "z") else None
         inner, draws, counts = self._inner.sample(
             inner, rng_key, centre, tau, args, kwargs, batch_key
         )
         mean = moment_match(draws, centre, self.averaging, self.ema_decay)
-        return mean, inner, {**counts, **_summarize(draws)}, draws
+        info = {**counts, **_summarize(draws), "fault": _faults(draws, start)}
+        return mean, inner, info, draws
+
+    def _checkpoint_structure(self) -> dict[str, Any]:
+        sampler = self.sampler if isinstance(self.sampler, str) else _jsonable(self.sampler)
+        if isinstance(self.sampler, MCMCKernel):
+            sampler = type(self.sampler).__name__
+        return {
+            **super()._checkpoint_structure(),
+            "sampler": sampler,
+            "num_chains": self.num_chains,
+        }
+
+    def _checkpoint_options(self) -> dict[str, Any]:
+        return {
+            **super()._checkpoint_options(),
+            "num_samples": self.num_samples,
+            "num_warmup": self.num_warmup,
+            "thinning": self.thinning,
+            "readapt": self.readapt,
+            "sampler_kwargs": _jsonable(self.sampler_kwargs),
+            "averaging": self.averaging,
+            "ema_decay": self.ema_decay,
+        }
+
+    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
+        """Degenerate importance weights: the ESS of this step is below the threshold."""
+        if self.ess_threshold is None or "importance_ess" not in info:
+            return {}
+        ess = float(info["importance_ess"])
+        threshold = max(self.ess_threshold * self.num_samples, 2.0)
+        if not ess < threshold:  # NaN (a rejected step) is reported as a fault instead
+            return {}
+        return {
+            "ess": (
+                f"LocalEntropy: the importance weights degenerated at outer step {step}: "
+                f"effective sample size {ess:.1f} of num_samples={self.num_samples} proposals "
+                f"(threshold max(ess_threshold * num_samples, 2) = {threshold:g}). The loss "
+                "varies by much more than 1 over the proposal N(x_k, tau I), so the step "
+                "rests on a few proposals. Lower tau (or beta), raise num_samples, start "
+                "closer to a minimum, or use another sampler ('nuts', 'sgld'). Shown once "
+                "per run; the ESS of every step is in info['importance_ess']."
+            )
+        }
+
+
+def _faults(draws: Draws, start: jax.Array | None) -> jax.Array:
+    """Fault bits of one step's draws (see :mod:`vi_entropy.faults`); ``start`` holds
+    the chains' positions before the step."""
+    fault = flag(~jnp.all(jnp.isfinite(draws.values)), Fault.NONFINITE_DRAWS)
+    if "diverging" in draws.stats and start is not None:
+        # A chain whose every transition diverged and that never left its start has
+        # only its old position to offer (NUTS can diverge and still move: not a fault).
+        diverged = jnp.all(draws.stats["diverging"], axis=1)
+        stayed = jnp.all(draws.values == start[:, None, :], axis=(1, 2))
+        fault = fault | flag(jnp.any(diverged & stayed), Fault.DIVERGENT_CHAIN)
+    if draws.log_weights is not None:
+        log_w = draws.log_weights
+        bad = jnp.all(jnp.isneginf(log_w)) | jnp.any(jnp.isposinf(log_w))
+        fault = fault | flag(bad, Fault.ZERO_WEIGHTS)
+    return fault
 
 
 def _summarize(draws: Draws) -> dict[str, jax.Array]:
@@ -193,4 +279,5 @@ def _summarize(draws: Draws) -> dict[str, jax.Array]:
         out["mean_potential_energy"] = jnp.mean(s["potential_energy"])
     if draws.log_weights is not None:
         out["importance_ess"] = effective_sample_size(draws.log_weights)
+        out["num_zero_weights"] = jnp.sum(jnp.isneginf(draws.log_weights))
     return out

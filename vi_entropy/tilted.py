@@ -127,6 +127,21 @@ class SiteInfo(NamedTuple):
     transform: Any
 
 
+def _no_bijection(name: str, support: Any) -> ValueError:
+    return ValueError(
+        f"model: latent site '{name}' has support {support}, which has no bijection to "
+        "the real line, so it cannot be unconstrained."
+    )
+
+
+def _init_or_explain(site: Mapping[str, Any]) -> Any:
+    """``init_to_uniform``, with our error for supports that cannot be unconstrained."""
+    try:
+        return init_to_uniform(site)
+    except NotImplementedError as err:
+        raise _no_bijection(site["name"], site["fn"].support) from err
+
+
 def inspect_model(
     model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], rng_key: Any
 ) -> tuple[dict[str, SiteInfo], bool]:
@@ -139,7 +154,7 @@ def inspect_model(
     """
     # Values as NumPyro's MCMC initializes them, so improper priors trace too.
     seeded = handlers.substitute(
-        handlers.seed(model, rng_seed=rng_key), substitute_fn=init_to_uniform
+        handlers.seed(model, rng_seed=rng_key), substitute_fn=_init_or_explain
     )
     tr = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
     sites: dict[str, SiteInfo] = {}
@@ -167,10 +182,7 @@ def inspect_model(
         try:
             transform = biject_to(fn.support)
         except NotImplementedError as err:
-            raise ValueError(
-                f"model: latent site '{name}' has support {fn.support}, which has no "
-                "bijection to the real line, so it cannot be unconstrained."
-            ) from err
+            raise _no_bijection(name, fn.support) from err
         value = site["value"]
         u = transform.inv(value)
         sites[name] = SiteInfo(tuple(jnp.shape(value)), tuple(jnp.shape(u)), value.dtype, transform)
@@ -204,6 +216,7 @@ class TiltedPosterior:
         self.subsamples = False
         self._unravel: Callable[[jax.Array], dict[str, jax.Array]] | None = None
         self.dim = 0
+        self.dtype: Any = None
 
     # -- set-up -------------------------------------------------------------------------
     def setup(self, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
@@ -213,6 +226,7 @@ class TiltedPosterior:
             {k: jnp.zeros(s.unconstrained_shape, s.dtype) for k, s in self.sites.items()}
         )
         self.dim = int(flat.shape[0])
+        self.dtype = flat.dtype
 
     @property
     def inv_transforms(self) -> dict[str, Any]:
@@ -234,7 +248,9 @@ class TiltedPosterior:
 
     def unconstrain(self, params: Mapping[str, Any]) -> jax.Array:
         """Dict of constrained site values -> flat unconstrained vector."""
-        values = {k: jnp.asarray(params[k]) for k in self.sites}
+        # In the sites' own dtype (e.g. float64 values for float32 sites, or the reverse
+        # under JAX_ENABLE_X64), so that the centre has one dtype all run long.
+        values = {k: jnp.asarray(params[k], s.dtype) for k, s in self.sites.items()}
         return self.ravel(transform_fn(self.inv_transforms, values, invert=True))
 
     # -- densities ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ Step sizes and mass matrices adapted during the initial warm-up are kept; with
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from numpyro.infer import SA as NumPyroSA
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.sa import SAState
 
+from vi_entropy import _validation as check
 from vi_entropy.samplers.sa import SA
 from vi_entropy.samplers.sgld import SGLD, SGLDState
 from vi_entropy.tilted import TiltedPosterior
@@ -65,6 +67,84 @@ def default_sa_state_size(dim: int) -> int:
     unusable for networks; a diagonal proposal needs far fewer points to estimate.
     """
     return int(max(4, min(2 * dim, 64)))
+
+
+_KERNEL_CLASSES = {"nuts": NUTS, "hmc": HMC, "sa": SA, "sgld": SGLD}
+
+
+def _options_of(cls: type) -> tuple[str, ...]:
+    """Keyword arguments of a kernel class other than the model (which the scheme sets)."""
+    params = inspect.signature(cls.__init__).parameters
+    return tuple(p for p in params if p not in ("self", "model", "potential_fn"))
+
+
+def _tree_depth(name: str, value: object) -> object:
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}.")
+        return tuple(check.count(f"{name}[{i}]", v) for i, v in enumerate(value))
+    return check.count(name, value)
+
+
+def _optional(rule: Callable) -> Callable:
+    return lambda name, value: None if value is None else rule(name, value)
+
+
+def _bool_or_groups(name: str, value: object) -> object:
+    """NumPyro's ``dense_mass``: a bool, or a list of tuples of site names."""
+    return value if isinstance(value, list) else check.flag(name, value)
+
+
+_OPTION_RULES: dict[str, Callable[[str, object], object]] = {
+    "step_size": check.positive_float,
+    "target_accept_prob": check.open_unit_interval,
+    "trajectory_length": _optional(check.positive_float),
+    "num_steps": _optional(check.count),
+    "max_tree_depth": _tree_depth,
+    "adapt_step_size": check.flag,
+    "adapt_mass_matrix": check.flag,
+    "dense_mass": _bool_or_groups,
+    "find_heuristic_step_size": check.flag,
+    "forward_mode_differentiation": check.flag,
+    "regularize_mass_matrix": check.flag,
+    "init_strategy": lambda n, v: check.function(n, v, "a NumPyro init strategy"),
+    "kinetic_fn": _optional(lambda n, v: check.function(n, v, "a kinetic energy function")),
+    "adapt_state_size": _optional(lambda n, v: check.count(n, v, minimum=2)),
+    "noise_scale": lambda n, v: check.positive_float(n, v, allow_zero=True),
+    "batch_size": _optional(check.count),
+}
+# Rules that differ from the table above for one sampler.
+_SAMPLER_RULES: dict[str, dict[str, Callable[[str, object], object]]] = {
+    "sa": {"dense_mass": check.flag},
+    "sgld": {"step_size": check.schedule},
+}
+
+
+def check_sampler_kwargs(sampler: str, sampler_kwargs: object) -> dict[str, Any]:
+    """Validate ``sampler_kwargs`` for a sampler given by name; return them as a dict.
+
+    Unknown option names and values of the wrong type or range raise an error that
+    names the option, the value and what was expected.
+    """
+    if sampler_kwargs is None:
+        return {}
+    if not isinstance(sampler_kwargs, Mapping):
+        raise TypeError(
+            f"sampler_kwargs: expected a dict of options, got {type(sampler_kwargs).__name__}."
+        )
+    kw = dict(sampler_kwargs)
+    allowed = ("batch_size",) if sampler == "importance" else _options_of(_KERNEL_CLASSES[sampler])
+    unknown = sorted(set(kw) - set(allowed), key=str)
+    if unknown:
+        raise ValueError(
+            f"sampler_kwargs: sampler={sampler!r} takes only {sorted(allowed)}, got {unknown}."
+        )
+    rules = {**_OPTION_RULES, **_SAMPLER_RULES.get(sampler, {})}
+    for name, value in kw.items():
+        rule = rules.get(name)
+        if rule is not None:
+            rule(f"sampler_kwargs[{name!r}]", value)
+    return kw
 
 
 def make_kernel(
