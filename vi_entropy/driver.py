@@ -27,6 +27,7 @@ from tqdm.auto import trange
 from vi_entropy import _validation as check
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 
 
@@ -154,6 +155,17 @@ class TwoStepScheme:
         :meth:`run` stops with :class:`RejectedStepsError` after this many consecutive
         rejected outer steps (non-finite proposals); the centre never takes a
         non-finite value.
+    devices : None, int, sequence of devices or ``jax.sharding.Mesh``, default None
+        Devices to spread the work over (see :mod:`vi_entropy.sharding`): chains
+        (local entropy's MCMC samplers), proposals (importance sampling) or particles
+        (heat regularization) are split over a one-axis mesh; the result is the same as
+        on one device up to floating-point rounding.  ``None``: all devices JAX sees when
+        there are several (after ``jax.distributed.initialize()``, those of every
+        process), else one; ``1``: one device.
+    shard_data : bool, default False
+        Split the rows (leading axis) of the model's array arguments over the devices
+        instead, and keep chains/particles whole: data parallelism, for few chains and
+        much data.
     """
 
     def __init__(
@@ -166,6 +178,8 @@ class TwoStepScheme:
         init_strategy: Callable = init_to_median,
         progress_bar: bool = True,
         max_rejections: int = 10,
+        devices: Any = None,
+        shard_data: bool = False,
     ) -> None:
         if not callable(model):
             raise TypeError(
@@ -178,11 +192,15 @@ class TwoStepScheme:
         self.init_strategy = init_strategy
         self.progress_bar = bool(progress_bar)
         self.max_rejections = check.count("max_rejections", max_rejections)
+        self.shard_data = bool(shard_data)
+        self.sharding = BatchSharding.for_devices(devices)
+        # What the step-2 machinery splits over the devices (nothing in data-parallel mode).
+        self.batch_sharding = BatchSharding(None) if self.shard_data else self.sharding
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
-        self._update_jit = jax.jit(self._update_impl, static_argnames=("static",))
+        self._update_jit = jax.jit(self._update_impl, static_argnames=("static", "with_draws"))
 
     # -- hooks for the two schemes --------------------------------------------------------
     def _build(self) -> None:
@@ -203,8 +221,13 @@ class TwoStepScheme:
         args: tuple,
         kwargs: dict,
         batch_key: Any,
+        with_draws: bool = True,
     ) -> tuple[jax.Array, Any, dict, Draws | None]:
-        """Return ``(m, inner, info, draws)``: the fitted mean and diagnostics."""
+        """Return ``(m, inner, info, draws)``: the fitted mean and diagnostics.
+
+        With ``with_draws=False`` the draws are not returned (``None``), so step 2 may
+        avoid keeping them at all.
+        """
         raise NotImplementedError
 
     # -- helpers --------------------------------------------------------------------------
@@ -229,20 +252,24 @@ class TwoStepScheme:
         self._build()
         self._built_for = signature
 
+    def _place_args(self, dynamic: list) -> list:
+        """Model arguments inside the compiled step: whole, or split by rows (shard_data)."""
+        return self.sharding.constrain_rows(dynamic) if self.shard_data else dynamic
+
     def _init_impl(self, rng_key: Any, centre: jax.Array, dynamic: list, static: _Static) -> Any:
-        args, kwargs = merge_args(dynamic, static)
+        args, kwargs = merge_args(self._place_args(dynamic), static)
         key_inner, key_batch = random.split(rng_key)
         tau = self.tau_at(0, centre.dtype)
         return self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
 
     def _update_impl(
-        self, state: TwoStepState, dynamic: list, static: _Static
+        self, state: TwoStepState, dynamic: list, static: _Static, with_draws: bool = True
     ) -> tuple[TwoStepState, dict, Draws | None]:
-        args, kwargs = merge_args(dynamic, static)
+        args, kwargs = merge_args(self._place_args(dynamic), static)
         key, key_step, key_batch = random.split(state.rng_key, 3)
         tau = self.tau_at(state.step, state.centre.dtype)
         mean, inner, info, draws = self._step2(
-            state.inner, key_step, state.centre, tau, args, kwargs, key_batch
+            state.inner, key_step, state.centre, tau, args, kwargs, key_batch, with_draws
         )
         proposal = (1 - self.alpha) * state.centre + self.alpha * mean
         ok = jnp.all(jnp.isfinite(proposal))
@@ -255,6 +282,11 @@ class TwoStepScheme:
         new_state = TwoStepState(
             centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1)
         )
+        if self.sharding.active:
+            # Same placement in as out, so that step k + 1 reuses step k's compilation.
+            whole = self.sharding.constrain_replicated
+            new_state = TwoStepState(whole(new_state.centre), inner, *whole(new_state[2:]))
+            info = whole(info)
         return new_state, info, draws
 
     # -- public API ------------------------------------------------------------------------
@@ -281,6 +313,7 @@ class TwoStepScheme:
             self.tilted.check_params(init_params)
             centre = self.tilted.unconstrain(init_params)
         dynamic, static = partition_args(args, kwargs)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         key_batch = random.split(key_state)[1] if self.tilted.subsamples else None
         value = self.tilted.potential(centre, args, kwargs, key_batch)
         if not bool(jnp.isfinite(value)):
@@ -288,15 +321,17 @@ class TwoStepScheme:
                 "init_params: the potential energy at the starting point is not finite "
                 f"(f = {float(value)}); check init_params and the model arguments."
             )
+        centre, key_state = self.sharding.put((centre, key_state))
         inner = self._init_jit(key_inner, centre, dynamic, static=static)
-        zero = jnp.zeros((), jnp.int32)
+        zero = self.sharding.put(jnp.zeros((), jnp.int32))
         return TwoStepState(centre, inner, zero, key_state, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``."""
         self._require_setup()
         dynamic, static = partition_args(args, kwargs)
-        state, info, _ = self._update_jit(state, dynamic, static=static)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
+        state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
         return state, info
 
     def run(
@@ -340,13 +375,17 @@ class TwoStepScheme:
         keep = _keep_rule(keep_draws)
         start = int(state.step)
         dynamic, static = partition_args(args, kwargs)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         show = self.progress_bar if progress_bar is None else bool(progress_bar)
         infos: list[dict] = []
         draws: dict[int, Draws] = {}
         good = state
-        for i in trange(num_steps, disable=not show, desc=type(self).__name__):
-            state, info, d = self._update_jit(state, dynamic, static=static)
-            infos.append(info)
+        # Steps are checked one behind: step i+1 is dispatched before step i's rejection
+        # count is read, so the device never idles while Python waits on the host.
+        pending: tuple[int, TwoStepState, Draws | None] | None = None
+
+        def settle(i: int, state: TwoStepState, d: Draws | None) -> None:
+            nonlocal good
             if d is not None and keep(start + i):
                 if keep_draws == "last":
                     draws.clear()
@@ -355,7 +394,7 @@ class TwoStepScheme:
             if rejected == 0:
                 good = state
             elif rejected >= self.max_rejections:
-                result = RunResult(self.get_params(good), good, _stack(infos), draws)
+                result = RunResult(self.get_params(good), good, _stack(infos[: i + 1]), draws)
                 raise RejectedStepsError(
                     f"{type(self).__name__}: {rejected} consecutive outer steps were rejected "
                     f"(non-finite proposal) up to step {int(state.step)}; the last good "
@@ -363,6 +402,16 @@ class TwoStepScheme:
                     "the learning rate. The last good state is in `err.result`.",
                     result,
                 )
+
+        for i in trange(num_steps, disable=not show, desc=type(self).__name__):
+            with_draws = keep(start + i)
+            state, info, d = self._update_jit(state, dynamic, static=static, with_draws=with_draws)
+            infos.append(info)
+            if pending is not None:
+                settle(*pending)
+            pending = (i, state, d)
+        if pending is not None:
+            settle(*pending)
         return RunResult(self.get_params(state), state, _stack(infos), draws)
 
     def get_params(self, state: TwoStepState) -> dict[str, jax.Array]:

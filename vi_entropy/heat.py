@@ -113,7 +113,13 @@ class HeatRegularization(TwoStepScheme):
 
     def _build(self) -> None:
         if self.method == "svi":
-            self._fit = SVIFit(self.tilted, self.optim, self.num_inner_steps, self.num_particles)
+            self._fit = SVIFit(
+                self.tilted,
+                self.optim,
+                self.num_inner_steps,
+                self.num_particles,
+                self.batch_sharding,
+            )
         else:
             self._fit = RobbinsMonroFit(
                 self.tilted,
@@ -123,6 +129,7 @@ class HeatRegularization(TwoStepScheme):
                 self.gain_t0,
                 self.gain_kappa,
                 self.estimator,
+                self.batch_sharding,
             )
 
     def _init_inner(
@@ -139,6 +146,7 @@ class HeatRegularization(TwoStepScheme):
         args: tuple,
         kwargs: dict,
         batch_key: Any,
+        with_draws: bool = True,
     ) -> tuple[jax.Array, Any, dict, None]:
         mean, inner, info = self._fit.fit(inner, rng_key, centre, tau, args, kwargs)
         return mean, inner, info, None

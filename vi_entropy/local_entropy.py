@@ -17,7 +17,7 @@ from numpyro.infer.mcmc import MCMCKernel
 
 from vi_entropy import _validation as check
 from vi_entropy.driver import TwoStepScheme
-from vi_entropy.gaussian_fit import AVERAGING, moment_match
+from vi_entropy.gaussian_fit import AVERAGING, moment_match, running_average
 from vi_entropy.samplers.importance import ImportanceSampler, effective_sample_size
 from vi_entropy.samplers.mcmc import Draws, MCMCSampler, make_kernel
 
@@ -135,7 +135,9 @@ class LocalEntropy(TwoStepScheme):
             batch = self.sampler_kwargs.get("batch_size")
             if batch is not None:
                 batch = check.count("sampler_kwargs['batch_size']", batch)
-            self._inner = ImportanceSampler(self.tilted, self.num_samples, batch)
+            self._inner = ImportanceSampler(
+                self.tilted, self.num_samples, batch, self.batch_sharding
+            )
             return
         kernel = make_kernel(
             self.sampler,
@@ -153,6 +155,7 @@ class LocalEntropy(TwoStepScheme):
             self.num_warmup,
             self.thinning,
             self.readapt,
+            self.batch_sharding,
         )
 
     def _init_inner(
@@ -169,12 +172,20 @@ class LocalEntropy(TwoStepScheme):
         args: tuple,
         kwargs: dict,
         batch_key: Any,
-    ) -> tuple[jax.Array, Any, dict, Draws]:
+        with_draws: bool = True,
+    ) -> tuple[jax.Array, Any, dict, Draws | None]:
+        if not with_draws and isinstance(self._inner, MCMCSampler):
+            # Draws not wanted: average them as they are made, O(chains × d) memory.
+            average = running_average(self.averaging, self.ema_decay)
+            inner, mean, stats, counts = self._inner.sample_average(
+                inner, rng_key, centre, tau, args, kwargs, batch_key, average
+            )
+            return mean, inner, {**counts, **_summarize(Draws(None, None, stats))}, None
         inner, draws, counts = self._inner.sample(
             inner, rng_key, centre, tau, args, kwargs, batch_key
         )
         mean = moment_match(draws, centre, self.averaging, self.ema_decay)
-        return mean, inner, {**counts, **_summarize(draws)}, draws
+        return mean, inner, {**counts, **_summarize(draws)}, draws if with_draws else None
 
 
 def _summarize(draws: Draws) -> dict[str, jax.Array]:
