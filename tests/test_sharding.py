@@ -3,13 +3,15 @@
 JAX fixes its device count when it is first imported, so the check runs in a fresh
 interpreter with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (four CPU
 devices) and compares, in that process, each scheme on all four devices with the same
-scheme on one (``devices=1``).
+scheme on one (``devices=1``).  A second check runs JAX's multi-controller mode: two
+processes of two CPU devices each, joined by ``jax.distributed.initialize()``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -66,14 +68,19 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def four_devices():
+def cpu_env(num_devices: int) -> dict[str, str]:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={num_devices}"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = cpu_env(4)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD],
         cwd=ROOT,
@@ -100,3 +107,53 @@ def test_four_devices_give_the_one_device_result(four_devices, name):
 
 def test_chains_are_split_over_the_devices(four_devices):
     assert "P('batch',)" in four_devices["le-nuts"]["inner_specs"]
+
+
+MULTI = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+
+    process_id, port = int(sys.argv[1]), sys.argv[2]
+    if process_id >= 0:
+        jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+    import numpy as np
+    from jax import random
+    from tests.conftest import linreg_data, linreg_model
+    from vi_entropy import LocalEntropy
+
+    X, y = linreg_data(n=40, d=3)
+    le = LocalEntropy(linreg_model, 0.01, sampler="sgld", num_chains=4, num_samples=3,
+                      num_warmup=2, sampler_kwargs={"step_size": 1e-3}, progress_bar=False)
+    result = le.run(random.PRNGKey(0), 2, X, y, keep_draws=None)
+    print(json.dumps({"devices": jax.device_count(),
+                      "centre": np.asarray(result.state.centre).tolist()}))
+    """
+)
+
+
+def test_two_processes_give_the_one_process_result():
+    """Multi-controller JAX (as on several hosts): 2 processes x 2 CPU devices."""
+    import numpy as np
+
+    with socket.socket() as sock:  # a free port for the coordinator
+        sock.bind(("localhost", 0))
+        port = str(sock.getsockname()[1])
+    run = {"cwd": ROOT, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MULTI, str(i), port], env=cpu_env(2), **run)
+        for i in (0, 1)
+    ]
+    single = subprocess.run(
+        [sys.executable, "-c", MULTI, "-1", port], env=cpu_env(1), timeout=600, **run
+    )
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-4000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert single.returncode == 0, single.stderr[-4000:]
+    one = json.loads(single.stdout.strip().splitlines()[-1])
+    assert [o["devices"] for o in outs] == [4, 4] and one["devices"] == 1
+    for o in outs:
+        np.testing.assert_allclose(o["centre"], one["centre"], rtol=1e-5, atol=1e-6)
