@@ -363,6 +363,9 @@ class TwoStepScheme:
             Overrides the constructor's ``progress_bar``.
         keep_draws : {"last", "all", None} or list of int, default "last"
             Which outer steps' inner draws to keep in ``result.draws`` (local entropy).
+            At the other steps (all of them with ``None``) MCMC samplers average their
+            draws as they make them, so memory is ``O(chains × d)`` rather than
+            ``O(chains × num_samples × d)``; the iterates agree up to rounding.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:

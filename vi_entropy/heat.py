@@ -51,6 +51,11 @@ class HeatRegularization(TwoStepScheme):
     estimator : {"gradient", "gradient_free"}, default "gradient"
         Robbins-Monro estimate of ``∇f_τ``: reparameterized gradients, or Stein's
         identity with forward evaluations only.
+    devices : None, int, sequence of devices or Mesh, default None
+        Split the particles over these devices (default: all devices
+        when there are several); see ``docs/scaling.md``.
+    shard_data : bool, default False
+        Split the rows of the model's data arguments over the devices instead.
     beta, alpha, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 

@@ -66,6 +66,11 @@ class LocalEntropy(TwoStepScheme):
         ``"exponential"`` is Entropy-SGD's moving average ``μ ← ρμ + (1 − ρ)y``.
     ema_decay : float, default 0.75
         ``ρ`` of the exponential average.
+    devices : None, int, sequence of devices or Mesh, default None
+        Split the chains (or the importance proposals) over these devices (default: all devices
+        when there are several); see ``docs/scaling.md``.
+    shard_data : bool, default False
+        Split the rows of the model's data arguments over the devices instead.
     beta, alpha, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
