@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     hidden = a.hidden or (4 if a.quick else 100)
     checkpoints = a.checkpoints or (2 if a.quick else 20)
     settings = {k: v for k, v in vars(a).items() if k not in ("out", "quick", "methods")}
+    settings.update(budget=budget, hidden=hidden, checkpoints=checkpoints)
     problem = load_problem(hidden, a.batch_size, a.seed, a.beta)
     curves, rows = {}, []
     for method in a.methods:

@@ -10,6 +10,9 @@ configuration runs in its own Python process so that its peak memory is its own:
 * ``live_mb_start`` / ``live_mb_end``: bytes of all live JAX arrays after 2 outer steps
   and after many more, with ``keep_draws=None``, to show there is no per-step growth;
 * ``state_mb``: the scheme's state (centre and chains);
+* ``xla_mb``: XLA's own accounting of the compiled outer step
+  (``compiled.memory_analysis()``: arguments + outputs + temporaries, aliases counted
+  once), the memory one step needs whatever the allocator keeps around;
 * on GPUs, ``device_peak_mb`` from ``device.memory_stats()``.
 
 A log-log plot goes to ``benchmarks/results/scaling.png`` (or next to ``--out``).
@@ -81,6 +84,27 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         jax.block_until_ready(state)
         times.append((time.perf_counter() - t0) / steps)
     live_end = live_mb()
+    # What the compiled step itself needs, from XLA (one more compilation, not timed).
+    from vi_entropy.driver import partition_args
+
+    dynamic, static = partition_args(args, kwargs)
+    mem = (
+        le._update_jit.lower(state, dynamic, static=static, with_draws=False)
+        .compile()
+        .memory_analysis()
+    )
+    xla = {}
+    if mem is not None:
+        xla = {
+            "xla_temp_mb": mem.temp_size_in_bytes / BYTES_PER_MB,
+            "xla_mb": (
+                mem.argument_size_in_bytes
+                + mem.output_size_in_bytes
+                + mem.temp_size_in_bytes
+                - mem.alias_size_in_bytes
+            )
+            / BYTES_PER_MB,
+        }
     out = {
         "params": num_params,
         "chains": spec["chains"],
@@ -92,6 +116,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "live_mb_start": live_start,
         "live_mb_end": live_end,
         "outer_steps_between": steps * spec["repeats"],
+        **xla,
         "rss_end_over_base_mb": rss_mb() - base,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_over_base_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base,
@@ -132,10 +157,14 @@ def plot(rows: list[dict[str, Any]], path: Any) -> None:
             ax.set_xlabel(label)
             ax.set_ylabel("seconds per outer step")
             ax.grid(alpha=0.3, which="both")
-    pts = sorted((r["chains_x_params"], r["rss_over_base_mb"]) for r in rows)
-    axes[2].loglog(*zip(*pts, strict=True), "o", label="peak RSS over base")
-    pts = sorted((r["chains_x_params"], r["state_mb"]) for r in rows)
-    axes[2].loglog(*zip(*pts, strict=True), "s", label="state")
+    for key, style, label in (
+        ("xla_mb", "o", "one compiled step (XLA)"),
+        ("state_mb", "s", "state"),
+        ("rss_over_base_mb", "^", "peak RSS over base"),
+    ):
+        pts = sorted((r["chains_x_params"], r[key]) for r in rows if key in r)
+        if pts:
+            axes[2].loglog(*zip(*pts, strict=True), style, label=label)
     axes[2].set_xlabel("chains × parameters")
     axes[2].set_ylabel("MB")
     axes[2].grid(alpha=0.3, which="both")
@@ -189,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     table = print_table(
         rows,
-        ["sweep", "params", "chains", "step_s", "grad_evals_per_s", "state_mb", "live_mb_start",
-         "live_mb_end", "rss_end_over_base_mb", "rss_over_base_mb", "peak_rss_mb"],
+        ["sweep", "params", "chains", "step_s", "grad_evals_per_s", "state_mb", "xla_mb",
+         "live_mb_start", "live_mb_end", "rss_over_base_mb", "peak_rss_mb"],
     )  # fmt: skip
     png = a.out.with_suffix(".png") if a.out else RESULTS / "scaling.png"
     if not a.no_plot and not a.quick:
