@@ -39,6 +39,7 @@ from vi_entropy.diagnostics import Estimate, potential_with_batches, smoothed_lo
 from vi_entropy.faults import Fault, advise, all_finite, describe, flag
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 
 
@@ -191,12 +192,16 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
     }
 
 
-def _attach(info: dict[str, np.ndarray], host: list[dict[str, float]]) -> dict[str, np.ndarray]:
-    """Add the host-side per-step diagnostics to the stacked ``info``."""
-    if host and host[0]:
+def _attach(
+    info: dict[str, np.ndarray], host: list[dict[str, float]], keys: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Add the host-side per-step diagnostics ``keys`` (and any others found) to the
+    stacked ``info``, ``NaN`` for steps whose draws were not kept."""
+    keys = sorted(set(keys) | {k for h in host for k in h})
+    if keys:
         info = dict(info)
-        for key in host[0]:
-            info[key] = np.asarray([h[key] for h in host], np.float64)
+        for key in keys:
+            info[key] = np.asarray([h.get(key, np.nan) for h in host], np.float64)
     return info
 
 
@@ -229,6 +234,17 @@ class TwoStepScheme:
     max_rejections : int, default 10
         :meth:`run` stops with :class:`RejectedStepsError` after this many consecutive
         rejected outer steps; the centre never takes a non-finite value.
+    devices : None, int, sequence of devices or ``jax.sharding.Mesh``, default None
+        Devices to spread the work over (see :mod:`vi_entropy.sharding`): chains
+        (local entropy's MCMC samplers), proposals (importance sampling) or particles
+        (heat regularization) are split over a one-axis mesh; the result is the same as
+        on one device up to floating-point rounding.  ``None``: all devices JAX sees when
+        there are several (after ``jax.distributed.initialize()``, those of every
+        process), else one; ``1``: one device.
+    shard_data : bool, default False
+        Split the rows (leading axis) of the model's array arguments over the devices
+        instead, and keep chains/particles whole: data parallelism, for few chains and
+        much data.
 
     Notes
     -----
@@ -249,6 +265,8 @@ class TwoStepScheme:
         init_strategy: Callable = init_to_median,
         progress_bar: bool = True,
         max_rejections: int = 10,
+        devices: Any = None,
+        shard_data: bool = False,
     ) -> None:
         if not callable(model):
             raise TypeError(
@@ -263,13 +281,21 @@ class TwoStepScheme:
         )
         self.progress_bar = check.flag("progress_bar", progress_bar)
         self.max_rejections = check.count("max_rejections", max_rejections)
+        self.shard_data = bool(shard_data)
+        self.sharding = BatchSharding.for_devices(devices)
+        # What the step-2 machinery splits over the devices (nothing in data-parallel mode).
+        self.batch_sharding = BatchSharding(None) if self.shard_data else self.sharding
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
         self._template: tuple[Any, TwoStepState] | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
-        self._update_jit = jax.jit(self._update_impl, static_argnames=("static",))
+        self._update_jit = jax.jit(self._update_impl, static_argnames=("static", "with_draws"))
         self._track_jit = jax.jit(self._track_impl, static_argnames=("static", "num_samples"))
+
+    #: Per-step diagnostics ``run`` computes on the host from MCMC draws (see
+    #: :func:`chain_diagnostics`); ``NaN`` at steps whose draws were not kept.
+    _draw_diagnostics: tuple[str, ...] = ()
 
     #: Which regularized loss the scheme descends: ``"local_entropy"`` (``F_τ``) or
     #: ``"heat_loss"`` (``f_τ``); set by the subclasses.
@@ -294,8 +320,13 @@ class TwoStepScheme:
         args: tuple,
         kwargs: dict,
         batch_key: Any,
+        with_draws: bool = True,
     ) -> tuple[jax.Array, Any, dict, Draws | None]:
-        """Return ``(m, inner, info, draws)``: the fitted mean and diagnostics."""
+        """Return ``(m, inner, info, draws)``: the fitted mean and diagnostics.
+
+        With ``with_draws=False`` the draws are not returned (``None``), so step 2 may
+        avoid keeping them at all.
+        """
         raise NotImplementedError
 
     # -- helpers --------------------------------------------------------------------------
@@ -320,20 +351,24 @@ class TwoStepScheme:
         self._build()
         self._built_for = signature
 
+    def _place_args(self, dynamic: list) -> list:
+        """Model arguments inside the compiled step: whole, or split by rows (shard_data)."""
+        return self.sharding.constrain_rows(dynamic) if self.shard_data else dynamic
+
     def _init_impl(self, rng_key: Any, centre: jax.Array, dynamic: list, static: _Static) -> Any:
-        args, kwargs = merge_args(dynamic, static)
+        args, kwargs = merge_args(self._place_args(dynamic), static)
         key_inner, key_batch = random.split(rng_key)
         tau = self.tau_at(0, centre.dtype)
         return self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
 
     def _update_impl(
-        self, state: TwoStepState, dynamic: list, static: _Static
+        self, state: TwoStepState, dynamic: list, static: _Static, with_draws: bool = True
     ) -> tuple[TwoStepState, dict, Draws | None]:
-        args, kwargs = merge_args(dynamic, static)
+        args, kwargs = merge_args(self._place_args(dynamic), static)
         key, key_step, key_batch = random.split(state.rng_key, 3)
         tau = self.tau_at(state.step, state.centre.dtype)
         mean, inner, info, draws = self._step2(
-            state.inner, key_step, state.centre, tau, args, kwargs, key_batch
+            state.inner, key_step, state.centre, tau, args, kwargs, key_batch, with_draws
         )
         proposal = (1 - self.alpha) * state.centre + self.alpha * mean
         info = dict(info)
@@ -354,6 +389,11 @@ class TwoStepScheme:
         new_state = TwoStepState(
             centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1), total
         )
+        if self.sharding.active:
+            # Same placement in as out, so that step k + 1 reuses step k's compilation.
+            whole = self.sharding.constrain_replicated
+            new_state = TwoStepState(whole(new_state.centre), inner, *whole(new_state[2:]))
+            info = whole(info)
         return new_state, info, draws
 
     def _track_impl(
@@ -405,6 +445,7 @@ class TwoStepScheme:
             self.tilted.check_params(init_params)
             centre = self.tilted.unconstrain(init_params)
         dynamic, static = partition_args(args, kwargs)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         key_batch = random.split(key_state)[1] if self.tilted.subsamples else None
         value = self.tilted.potential(centre, args, kwargs, key_batch)
         if not bool(jnp.isfinite(value)):
@@ -412,15 +453,17 @@ class TwoStepScheme:
                 "init_params: the potential energy at the starting point is not finite "
                 f"(f = {float(value)}); check init_params and the model arguments."
             )
+        centre, key_state = self.sharding.put((centre, key_state))
         inner = self._init_jit(key_inner, centre, dynamic, static=static)
-        zero = jnp.zeros((), jnp.int32)
+        zero = self.sharding.put(jnp.zeros((), jnp.int32))
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``."""
         self._require_setup()
         dynamic, static = partition_args(args, kwargs)
-        state, info, _ = self._update_jit(state, dynamic, static=static)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
+        state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
         return state, info
 
     def run(
@@ -458,6 +501,10 @@ class TwoStepScheme:
             Overrides the constructor's ``progress_bar``.
         keep_draws : {"last", "all", None} or list of int, default "last"
             Which outer steps' inner draws to keep in ``result.draws`` (local entropy).
+            At the other steps (all of them with ``None``) MCMC samplers average their
+            draws as they make them, so memory is ``O(chains × d)`` rather than
+            ``O(chains × num_samples × d)``; the iterates agree up to rounding, and those
+            steps get no ``max_rhat``/``min_ess`` (``NaN``).
         track_every : int, optional
             Record ``f(x_k)`` and the regularized loss (``F_τ`` for local entropy,
             ``f_τ`` for heat regularization) with its standard error every
@@ -543,24 +590,26 @@ class TwoStepScheme:
             state = init_state
         run_start = int(state.step) - done
         dynamic, static = partition_args(args, kwargs)
+        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         infos: list[dict] = []
         fetched: list[dict] = []  # host copies of `infos`, filled at each save
         host: list[dict[str, float]] = []  # R-hat/ESS per step, computed on the host
         traces: list[dict] = []
-        pending: tuple[int, Draws] | None = None  # draws waiting for their diagnostics
+        pending: tuple[int, Draws | None] | None = None  # draws waiting for diagnostics
 
         def diagnose_pending(upto: int) -> None:
             # R-hat/ESS of a step, computed on the host while the device runs the next.
             nonlocal pending
             if pending is not None and pending[0] < upto:
-                host.append(chain_diagnostics(pending[1]))
+                draws_ = pending[1]
+                host.append({} if draws_ is None else chain_diagnostics(draws_))
                 pending = None
 
         def track(s: TwoStepState) -> None:
             traces.append(self._track_jit(s, dynamic, static=static, num_samples=track_samples))
 
         def history(stacked: dict[str, np.ndarray]) -> tuple[dict, dict]:
-            info = _concat(prior_info, _attach(stacked, host))
+            info = _concat(prior_info, _attach(stacked, host, self._draw_diagnostics))
             return info, _concat(prior_trace, _stack(traces))
 
         def save() -> None:
@@ -576,17 +625,18 @@ class TwoStepScheme:
         good = state
         try:
             for i in trange(done, num_steps, disable=not show, desc=type(self).__name__):
-                new_state, info, d = self._update_jit(state, dynamic, static=static)
+                step = run_start + i
+                new_state, info, d = self._update_jit(
+                    state, dynamic, static=static, with_draws=keep(step)
+                )
                 infos.append(info)
                 state = new_state
-                step = run_start + i
                 diagnose_pending(step)
+                pending = (step, d)
                 if d is not None:
-                    pending = (step, d)
-                    if keep(step):
-                        if keep_draws == "last":
-                            draws.clear()
-                        draws[step] = d
+                    if keep_draws == "last":
+                        draws.clear()
+                    draws[step] = d
                 if track_every is None:
                     track_every = _default_track_every(info, track_samples)
                 if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -23,6 +23,7 @@ from numpyro.infer import SVI, Trace_ELBO
 
 from vi_entropy.faults import Fault, flag
 from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import CENTRE, TAU, TiltedPosterior
 
 AVERAGING = ("arithmetic", "exponential")
@@ -61,6 +62,38 @@ def moment_match(
         weights = (1 - rho) * rho ** jnp.arange(s - 1, -1, -1, dtype=values.dtype)
         per_chain = rho**s * start + jnp.einsum("t,ctd->cd", weights, values)
         return jnp.mean(per_chain, axis=0)
+    raise ValueError(f"averaging: expected one of {AVERAGING}, got {averaging!r}.")
+
+
+class RunningAverage(NamedTuple):
+    """The per-chain average of :func:`moment_match`, accumulated draw by draw.
+
+    ``acc = init(start)`` with ``start`` the centre broadcast to ``(chains, d)``;
+    ``acc = update(acc, y)`` for each draw ``y`` of shape ``(chains, d)``;
+    ``result(acc, num_draws)`` is the mean over chains, equal to :func:`moment_match`
+    of the stacked draws up to floating-point rounding.  Samplers use it when the draws
+    themselves are not wanted, so memory is ``O(chains × d)`` instead of
+    ``O(chains × draws × d)``.
+    """
+
+    init: Callable[[jax.Array], jax.Array]
+    update: Callable[[jax.Array, jax.Array], jax.Array]
+    result: Callable[[jax.Array, int], jax.Array]
+
+
+def running_average(averaging: str = "arithmetic", ema_decay: float = 0.75) -> RunningAverage:
+    """The streaming form of :func:`moment_match` for unweighted draws."""
+    if averaging == "arithmetic":
+        return RunningAverage(
+            jnp.zeros_like, lambda acc, y: acc + y, lambda acc, n: jnp.mean(acc, axis=0) / n
+        )
+    if averaging == "exponential":
+        rho = ema_decay
+        return RunningAverage(
+            lambda start: start,
+            lambda acc, y: rho * acc + (1 - rho) * y,
+            lambda acc, n: jnp.mean(acc, axis=0),
+        )
     raise ValueError(f"averaging: expected one of {AVERAGING}, got {averaging!r}.")
 
 
@@ -131,12 +164,16 @@ class SVIFit:
         optim: Any,
         num_inner_steps: int,
         num_particles: int,
+        sharding: BatchSharding | None = None,
     ) -> None:
         self.tilted = tilted
         self.guide = GaussianGuide(tilted)
         self.num_inner_steps = num_inner_steps
         self.num_particles = num_particles
-        loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
+        self.sharding = sharding or BatchSharding(None)
+        # Over several devices the particles (their keys, hence all their work) are split.
+        vectorize = self.sharding.vmap(num_particles) if self.sharding.active else True
+        loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorize)
         self.svi = SVI(tilted.tilted_model, self.guide, optim, loss)
 
     def init(
@@ -211,6 +248,7 @@ class RobbinsMonroFit:
         gain_t0: float = 10.0,
         gain_kappa: float = 0.6,
         estimator: str = "gradient",
+        sharding: BatchSharding | None = None,
     ) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}.")
@@ -221,6 +259,7 @@ class RobbinsMonroFit:
         self.gain_t0 = gain_t0
         self.gain_kappa = gain_kappa
         self.estimator = estimator
+        self.sharding = sharding or BatchSharding(None)
 
     def init(
         self,
@@ -243,6 +282,7 @@ class RobbinsMonroFit:
             return self.tilted.potential(u, model_args, model_kwargs, batch)
 
         sd = jnp.sqrt(tau)
+        xi = self.sharding.constrain(xi, self.num_particles)  # particles split over devices
         if self.estimator == "gradient":
             return jnp.mean(jax.vmap(jax.grad(f))(m + sd * xi), axis=0)
         diff = jax.vmap(f)(m + sd * xi) - jax.vmap(f)(m - sd * xi)

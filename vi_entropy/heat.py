@@ -51,6 +51,11 @@ class HeatRegularization(TwoStepScheme):
     estimator : {"gradient", "gradient_free"}, default "gradient"
         Robbins-Monro estimate of ``∇f_τ``: reparameterized gradients, or Stein's
         identity with forward evaluations only.
+    devices : None, int, sequence of devices or Mesh, default None
+        Split the particles over these devices (default: all devices
+        when there are several); see ``docs/scaling.md``.
+    shard_data : bool, default False
+        Split the rows of the model's data arguments over the devices instead.
     beta, alpha, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
@@ -115,7 +120,13 @@ class HeatRegularization(TwoStepScheme):
 
     def _build(self) -> None:
         if self.method == "svi":
-            self._fit = SVIFit(self.tilted, self.optim, self.num_inner_steps, self.num_particles)
+            self._fit = SVIFit(
+                self.tilted,
+                self.optim,
+                self.num_inner_steps,
+                self.num_particles,
+                self.batch_sharding,
+            )
         else:
             self._fit = RobbinsMonroFit(
                 self.tilted,
@@ -125,6 +136,7 @@ class HeatRegularization(TwoStepScheme):
                 self.gain_t0,
                 self.gain_kappa,
                 self.estimator,
+                self.batch_sharding,
             )
 
     def _checkpoint_structure(self) -> dict[str, Any]:
@@ -156,6 +168,7 @@ class HeatRegularization(TwoStepScheme):
         args: tuple,
         kwargs: dict,
         batch_key: Any,
+        with_draws: bool = True,
     ) -> tuple[jax.Array, Any, dict, None]:
         mean, inner, info = self._fit.fit(inner, rng_key, centre, tau, args, kwargs)
         return mean, inner, info, None

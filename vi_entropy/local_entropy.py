@@ -18,7 +18,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from vi_entropy import _validation as check
 from vi_entropy.driver import TwoStepScheme, _jsonable
 from vi_entropy.faults import Fault, flag
-from vi_entropy.gaussian_fit import AVERAGING, moment_match
+from vi_entropy.gaussian_fit import AVERAGING, moment_match, running_average
 from vi_entropy.samplers.importance import ImportanceSampler, effective_sample_size
 from vi_entropy.samplers.mcmc import Draws, MCMCSampler, check_sampler_kwargs, make_kernel
 
@@ -70,8 +70,13 @@ class LocalEntropy(TwoStepScheme):
     ess_threshold : float in (0, 1] or None, default 0.01
         Importance sampling: :meth:`run` warns (:class:`~vi_entropy.VIEntropyWarning`,
         once per run) when an outer step's effective sample size falls below
-        ``max(ess_threshold · num_samples, 2)``, i.e. when the step rests on a handful of
+        ``max(ess_threshold · num_samples, min(2, num_samples / 2))``, i.e. when the step rests on a handful of
         proposals; ``None`` turns the warning off.
+    devices : None, int, sequence of devices or Mesh, default None
+        Split the chains (or the importance proposals) over these devices (default: all devices
+        when there are several); see ``docs/scaling.md``.
+    shard_data : bool, default False
+        Split the rows of the model's data arguments over the devices instead.
     beta, alpha, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
@@ -157,9 +162,12 @@ class LocalEntropy(TwoStepScheme):
         self._inner: MCMCSampler | ImportanceSampler | None = None
 
     def _build(self) -> None:
+        self._draw_diagnostics = () if self.sampler == "importance" else ("max_rhat", "min_ess")
         if self.sampler == "importance":
             batch = self.sampler_kwargs.get("batch_size")
-            self._inner = ImportanceSampler(self.tilted, self.num_samples, batch)
+            self._inner = ImportanceSampler(
+                self.tilted, self.num_samples, batch, self.batch_sharding
+            )
             return
         kernel = make_kernel(
             self.sampler,
@@ -177,6 +185,7 @@ class LocalEntropy(TwoStepScheme):
             self.num_warmup,
             self.thinning,
             self.readapt,
+            self.batch_sharding,
         )
 
     def _init_inner(
@@ -193,15 +202,30 @@ class LocalEntropy(TwoStepScheme):
         args: tuple,
         kwargs: dict,
         batch_key: Any,
-    ) -> tuple[jax.Array, Any, dict, Draws]:
+        with_draws: bool = True,
+    ) -> tuple[jax.Array, Any, dict, Draws | None]:
         # Where each chain starts this step (MCMC), to tell a stuck chain.
         start = jax.vmap(self.tilted.ravel)(inner.z) if hasattr(inner, "z") else None
+        if not with_draws and isinstance(self._inner, MCMCSampler):
+            # Draws not wanted: average them as they are made, O(chains × d) memory.
+            average = running_average(self.averaging, self.ema_decay)
+            inner, mean, stats, counts = self._inner.sample_average(
+                inner, rng_key, centre, tau, args, kwargs, batch_key, average
+            )
+            summary = Draws(None, None, stats)
+            end = jax.vmap(self.tilted.ravel)(inner.z)
+            # A non-finite draw makes the running average non-finite, and only one does.
+            fault = _faults(summary, start, end) | flag(
+                ~jnp.all(jnp.isfinite(mean)), Fault.NONFINITE_DRAWS
+            )
+            info = {**counts, **_summarize(summary), "fault": fault}
+            return mean, inner, info, None
         inner, draws, counts = self._inner.sample(
             inner, rng_key, centre, tau, args, kwargs, batch_key
         )
         mean = moment_match(draws, centre, self.averaging, self.ema_decay)
         info = {**counts, **_summarize(draws), "fault": _faults(draws, start)}
-        return mean, inner, info, draws
+        return mean, inner, info, draws if with_draws else None
 
     def _checkpoint_structure(self) -> dict[str, Any]:
         sampler = self.sampler if isinstance(self.sampler, str) else _jsonable(self.sampler)
@@ -230,14 +254,15 @@ class LocalEntropy(TwoStepScheme):
         if self.ess_threshold is None or "importance_ess" not in info:
             return {}
         ess = float(info["importance_ess"])
-        threshold = max(self.ess_threshold * self.num_samples, 2.0)
+        # With very few proposals an ESS of 2 is all there can be: ask for half of them.
+        threshold = max(self.ess_threshold * self.num_samples, min(2.0, self.num_samples / 2))
         if not ess < threshold:  # NaN (a rejected step) is reported as a fault instead
             return {}
         return {
             "ess": (
                 f"LocalEntropy: the importance weights degenerated at outer step {step}: "
                 f"effective sample size {ess:.1f} of num_samples={self.num_samples} proposals "
-                f"(threshold max(ess_threshold * num_samples, 2) = {threshold:g}). The loss "
+                f"(threshold {threshold:g}). The loss "
                 "varies by much more than 1 over the proposal N(x_k, tau I), so the step "
                 "rests on a few proposals. Lower tau (or beta), raise num_samples, start "
                 "closer to a minimum, or use another sampler ('nuts', 'sgld'). Shown once "
@@ -246,15 +271,21 @@ class LocalEntropy(TwoStepScheme):
         }
 
 
-def _faults(draws: Draws, start: jax.Array | None) -> jax.Array:
+def _faults(draws: Draws, start: jax.Array | None, end: jax.Array | None = None) -> jax.Array:
     """Fault bits of one step's draws (see :mod:`vi_entropy.faults`); ``start`` holds
-    the chains' positions before the step."""
-    fault = flag(~jnp.all(jnp.isfinite(draws.values)), Fault.NONFINITE_DRAWS)
+    the chains' positions before the step and ``end`` after it (when the draws were
+    averaged as they came, ``draws.values`` is ``None``)."""
+    fault = jnp.zeros((), jnp.int32)
+    if draws.values is not None:
+        fault = flag(~jnp.all(jnp.isfinite(draws.values)), Fault.NONFINITE_DRAWS)
     if "diverging" in draws.stats and start is not None:
         # A chain whose every transition diverged and that never left its start has
         # only its old position to offer (NUTS can diverge and still move: not a fault).
         diverged = jnp.all(draws.stats["diverging"], axis=1)
-        stayed = jnp.all(draws.values == start[:, None, :], axis=(1, 2))
+        if draws.values is not None:
+            stayed = jnp.all(draws.values == start[:, None, :], axis=(1, 2))
+        else:
+            stayed = jnp.all(end == start, axis=1)
         fault = fault | flag(jnp.any(diverged & stayed), Fault.DIVERGENT_CHAIN)
     if draws.log_weights is not None:
         log_w = draws.log_weights

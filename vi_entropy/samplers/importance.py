@@ -18,6 +18,7 @@ from jax import lax, random
 from jax.scipy.special import logsumexp
 
 from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 
 
@@ -45,14 +46,23 @@ class ImportanceSampler:
     batch_size : int or None, default None
         Evaluate the potential on this many proposals at a time (``lax.map``) to bound
         memory; ``None`` evaluates all at once.
+    sharding : BatchSharding, optional
+        Splits the proposals over devices (see :mod:`vi_entropy.sharding`).
     """
 
     num_chains = 1
 
-    def __init__(self, tilted: TiltedPosterior, num_samples: int, batch_size: int | None = None):
+    def __init__(
+        self,
+        tilted: TiltedPosterior,
+        num_samples: int,
+        batch_size: int | None = None,
+        sharding: BatchSharding | None = None,
+    ):
         self.tilted = tilted
         self.num_samples = num_samples
         self.batch_size = batch_size
+        self.sharding = sharding or BatchSharding(None)
 
     def init(
         self,
@@ -76,7 +86,7 @@ class ImportanceSampler:
         batch_key: Any,
     ) -> tuple[ImportanceState, Draws, dict[str, jax.Array]]:
         noise = random.normal(rng_key, (self.num_samples, centre.shape[0]), centre.dtype)
-        ys = centre + jnp.sqrt(tau) * noise
+        ys = self.sharding.constrain(centre + jnp.sqrt(tau) * noise, self.num_samples)
         # All proposals share one mini-batch: the weights must compare like with like.
         key = batch_key if self.tilted.subsamples else None
 

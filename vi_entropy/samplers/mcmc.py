@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +33,7 @@ from numpyro.infer.sa import SAState
 from vi_entropy import _validation as check
 from vi_entropy.samplers.sa import SA
 from vi_entropy.samplers.sgld import SGLD, SGLDState
+from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 
 # Per-transition statistics read from kernel states when present, with the names ArviZ
@@ -233,6 +235,9 @@ class MCMCSampler:
         :meth:`init`, or every outer step with ``readapt``); keep every ``thinning``-th.
     readapt : bool
         Re-initialize and re-adapt the kernel at every outer step.
+    sharding : BatchSharding, optional
+        Splits the chains over devices (see :mod:`vi_entropy.sharding`); default: one
+        device.
     """
 
     def __init__(
@@ -244,6 +249,7 @@ class MCMCSampler:
         num_warmup: int,
         thinning: int = 1,
         readapt: bool = False,
+        sharding: BatchSharding | None = None,
     ) -> None:
         # NumPyro kernels set closures (and wrap their sampler in `vmap`) when initialized,
         # so every `init` works on a fresh shallow copy of this never-initialized kernel.
@@ -255,6 +261,7 @@ class MCMCSampler:
         self.num_warmup = num_warmup
         self.thinning = thinning
         self.readapt = readapt
+        self.sharding = sharding or BatchSharding(None)
         # A subsampled plate needs a fixed batch within a deterministic-potential kernel;
         # SGLD draws its own fresh batch every step.
         self.fresh_batches = isinstance(kernel, SGLD)
@@ -265,6 +272,10 @@ class MCMCSampler:
     ) -> dict:
         key = batch_key if (self.tilted.subsamples and not self.fresh_batches) else None
         return self.tilted.model_kwargs(model_kwargs, centre, tau, key)
+
+    def _split(self, tree: Any) -> Any:
+        """Chains (leading axis of every per-chain array) split over the devices."""
+        return self.sharding.constrain(tree, self.num_chains)
 
     def _refresh(self, state: Any, model_args: tuple, kw: dict) -> Any:
         # Recompute what the state caches about the previous target, chain by chain.
@@ -283,25 +294,37 @@ class MCMCSampler:
         return state, jnp.sum(steps)
 
     def _transitions(
-        self, state: Any, n: int, model_args: tuple, kw: dict
+        self, state: Any, n: int, model_args: tuple, kw: dict, average: Any = None, acc: Any = None
     ) -> tuple[Any, Any, jax.Array]:
-        """Run ``n`` kept transitions (each ``thinning`` kernel steps); collect draws.
+        """Run ``n`` kept transitions (each ``thinning`` kernel steps).
 
-        Also returns the leapfrog steps of the transitions thinned away (all chains).
+        Returns the state, then the draws ``(chains, n, d)`` and their statistics; or,
+        given a running ``average`` (see :func:`~vi_entropy.gaussian_fit.running_average`)
+        and its accumulator ``acc``, the accumulator with each draw folded into it instead
+        of kept, so memory stays ``O(chains × d)`` whatever ``n``; and last the leapfrog
+        steps of the transitions thinned away (all chains).
         """
 
-        def kept(s: Any, _: Any) -> tuple[Any, tuple[jax.Array, dict, jax.Array]]:
+        def kept(carry: tuple[Any, Any], _: Any) -> tuple[tuple[Any, Any], Any]:
+            s, a = carry
             skipped = jnp.zeros((), jnp.int32)
             if self.thinning > 1:
                 s, skipped = self._advance(s, self.thinning - 1, model_args, kw)
             s = self.kernel.sample(s, model_args, kw)
-            return s, (jax.vmap(self.tilted.ravel)(s.z), _stats(s), skipped)
+            y = jax.vmap(self.tilted.ravel)(s.z)
+            if average is None:
+                return (s, a), (y, _stats(s), skipped)
+            return (s, average.update(a, y)), (_stats(s), skipped)
 
-        state, (values, stats, skipped) = lax.scan(kept, state, None, length=n)
+        (state, acc), out = lax.scan(kept, self._split((state, acc)), None, length=n)
+        state, acc = self._split((state, acc))
         # scan stacks draws first: (draws, chains, ...) -> (chains, draws, ...)
-        values = jnp.swapaxes(values, 0, 1)
-        stats = {k: jnp.swapaxes(v, 0, 1) for k, v in stats.items()}
-        return state, (values, stats), jnp.sum(skipped)
+        swap = partial(jax.tree.map, lambda v: jnp.swapaxes(v, 0, 1))
+        if average is None:
+            values, stats, skipped = out
+            return state, (swap(values), swap(stats)), jnp.sum(skipped)
+        stats, skipped = out
+        return state, (acc, swap(stats)), jnp.sum(skipped)
 
     # -- public -----------------------------------------------------------------------------
     def init(
@@ -319,7 +342,7 @@ class MCMCSampler:
             key_init, (self.num_chains, centre.shape[0]), centre.dtype
         )
         kw = self._kwargs(model_kwargs, centre, tau, batch_key)
-        init_params = jax.vmap(self.tilted.unravel)(start)
+        init_params = jax.vmap(self.tilted.unravel)(self._split(start))
         return self._adapt(key_kernel, init_params, model_args, kw)[0]
 
     def _adapt(
@@ -330,9 +353,17 @@ class MCMCSampler:
         Returns the state and the warm-up's leapfrog steps (all chains).
         """
         self.kernel = copy.copy(self.base_kernel)
-        keys = random.split(rng_key, self.num_chains)
-        state = self.kernel.init(keys, self.num_warmup, init_params, model_args, kw)
-        return self._advance(state, self.num_warmup, model_args, kw)
+        keys = self._split(random.split(rng_key, self.num_chains))
+        state = self.kernel.init(keys, self.num_warmup, self._split(init_params), model_args, kw)
+        state, steps = self._advance(self._split(state), self.num_warmup, model_args, kw)
+        return self._split(state), steps
+
+    def _prepare(self, state: Any, rng_key: Any, model_args: tuple, kw: dict) -> tuple[Any, Any]:
+        """Re-adapt, or refresh the cached energies for the new target; with the
+        leapfrog steps this took beyond the counted refresh."""
+        if self.readapt:
+            return self._adapt(rng_key, state.z, model_args, kw)
+        return self._split(self._refresh(self._split(state), model_args, kw)), 0
 
     def sample(
         self,
@@ -346,13 +377,35 @@ class MCMCSampler:
     ) -> tuple[Any, Draws, dict[str, jax.Array]]:
         """One outer step: refresh (or re-adapt), then draw ``num_samples`` per chain."""
         kw = self._kwargs(model_kwargs, centre, tau, batch_key)
-        if self.readapt:
-            state, unkept = self._adapt(rng_key, state.z, model_args, kw)
-        else:
-            state, unkept = self._refresh(state, model_args, kw), 0
+        state, unkept = self._prepare(state, rng_key, model_args, kw)
         state, (values, stats), thinned = self._transitions(state, self.num_samples, model_args, kw)
         counts = self._counts(state, stats, unkept + thinned)
         return state, Draws(values, None, stats), counts
+
+    def sample_average(
+        self,
+        state: Any,
+        rng_key: Any,
+        centre: jax.Array,
+        tau: Any,
+        model_args: tuple,
+        model_kwargs: Mapping[str, Any],
+        batch_key: Any,
+        average: Any,
+    ) -> tuple[Any, jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+        """Like :meth:`sample`, but keep only the running ``average`` of the draws.
+
+        Returns ``(state, mean, stats, counts)``: ``mean`` is ``average.result`` over all
+        chains, ``stats`` the per-draw statistics ``(chains, draws)``.
+        """
+        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
+        state, unkept = self._prepare(state, rng_key, model_args, kw)
+        acc = average.init(jnp.broadcast_to(centre, (self.num_chains, centre.shape[0])))
+        state, (acc, stats), thinned = self._transitions(
+            state, self.num_samples, model_args, kw, average, acc
+        )
+        mean = average.result(acc, self.num_samples)
+        return state, mean, stats, self._counts(state, stats, unkept + thinned)
 
     def _counts(
         self, state: Any, stats: Mapping[str, jax.Array], unkept_leapfrogs: Any = 0
