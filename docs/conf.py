@@ -25,6 +25,11 @@ sys.path.insert(0, str(ROOT))
 # matplotlib's inline backend, which puts the figures into the pages (Agg would not).
 os.environ.setdefault("VI_ENTROPY_SMOKE", "1")
 os.environ.pop("MPLBACKEND", None)
+# tqdm.auto warns at import when ipywidgets is missing: noise about this machine, not
+# about the package, so the kernels ignore that one warning.
+os.environ["PYTHONWARNINGS"] = ",".join(
+    filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found"])
+)
 _pythonpath = os.environ.get("PYTHONPATH", "")
 if str(ROOT) not in _pythonpath.split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), _pythonpath]))

@@ -52,6 +52,9 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     # The kernel inherits this environment (jupyter_client copies os.environ).
     monkeypatch.setenv("VI_ENTROPY_SMOKE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)
+    # As in docs/conf.py: tqdm.auto's warning about a missing ipywidgets is machine noise.
+    warnings = [os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found"]
+    monkeypatch.setenv("PYTHONWARNINGS", ",".join(filter(None, warnings)))
     path_entries = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path_entries))
     nb = nbformat.read(path, as_version=4)
