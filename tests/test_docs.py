@@ -14,7 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from sphinx.errors import ExtensionError
+
+sphinx_errors = pytest.importorskip("sphinx.errors", reason="the docs extra is not installed")
+ExtensionError = sphinx_errors.ExtensionError
 
 ROOT = Path(__file__).resolve().parents[1]
 
