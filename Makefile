@@ -1,4 +1,5 @@
 # Quick start: `make demo` (set-up + the main job on bundled data), `make test`.
+# `make docs` builds the documentation site into docs/_build/html (warnings are errors).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,6 +25,12 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m x64 --require-x64 $(PYTEST_ARGS)
+
+# Tutorials the test suite has just executed (same source, same size) are rendered from
+# that run; the others are executed here (smoke-sized; VI_ENTROPY_SMOKE=0 for full size).
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	@echo "Documentation: docs/_build/html/index.html"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -45,6 +45,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vi_entropy' has no attribute {name!r}")
 
 
+#: Submodules whose ``__all__`` is public API too (documented in the API reference, whose
+#: build fails when one of their names is missing).
+__public_modules__ = ("diagnostics", "samplers", "data", "models", "experiment")
+
 __all__ = [
     "SA",
     "SGLD",

@@ -71,6 +71,14 @@ def _methods(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vi-entropy`` (one sub-command, ``reproduce``).
+
+    Example
+    -------
+    >>> args = build_parser().parse_args(["reproduce", "--smoke", "--tau", "1e-3", "5e-4"])
+    >>> args.command, args.tau, args.dataset
+    ('reproduce', [0.001, 0.0005], 'digits')
+    """
     parser = _Parser(
         prog="vi-entropy",
         description="Local-entropy and heat-regularization training of NumPyro models.",
@@ -168,6 +176,24 @@ def _fail(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vi-entropy`` and ``python -m vi_entropy``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 for a bad option (a one-line message naming
+        it goes to stderr, and nothing is written).
+
+    Example
+    -------
+    >>> main(["reproduce", "--tau", "0"])  # tau must be > 0
+    2
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -179,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def reproduce(args: argparse.Namespace) -> int:
+    """Run ``vi-entropy reproduce`` for parsed arguments; return the exit status.
+
+    Checks every option that can fail before writing anything, runs
+    :func:`~vi_entropy.experiment.run_experiment` and writes the outputs into a scratch
+    directory that is renamed to ``--out`` only when complete.
+    """
     # Everything that can fail on bad input is checked before anything is written.
     if args.dataset == "mnist" and args.path is None:
         return _fail("--path: --dataset mnist needs the directory or .npz of your MNIST files")

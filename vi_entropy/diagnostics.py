@@ -42,7 +42,21 @@ __all__ = [
 
 
 class Estimate(NamedTuple):
-    """A Monte Carlo estimate and its standard error (a pytree of arrays)."""
+    """A Monte Carlo estimate and its standard error (a pytree of arrays).
+
+    - **value** - the estimate.
+    - **se** - its standard error.
+
+    Returned by :func:`local_entropy`, :func:`heat_loss` and
+    :meth:`~vi_entropy.TwoStepScheme.regularized_loss`.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> value, se = Estimate(jnp.array(1.5), jnp.array(0.1))
+    >>> round(float(value), 3), round(float(se), 3)
+    (1.5, 0.1)
+    """
 
     value: jax.Array
     se: jax.Array
@@ -296,6 +310,15 @@ class MonotonicityReport(NamedTuple):
       guarantee holds for a fixed ``τ``) or an estimate is not finite.
     - **num_low_ess** - compared pairs with a local-entropy estimate whose weights have
       a Kish ESS below ``MIN_ESS``: their standard errors are unreliable (too small).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> trace = {"step": np.array([0, 1]), "regularized_loss": np.array([2.0, 3.0]),
+    ...          "regularized_loss_se": np.array([0.1, 0.1]), "tau": np.full(2, 0.1)}
+    >>> report = monotonicity(trace)
+    >>> report.consistent, report.num_comparisons, round(report.rises[0].z, 1)
+    (False, 1, 7.1)
     """
 
     rises: list[Rise]

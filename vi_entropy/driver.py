@@ -44,7 +44,19 @@ from vi_entropy.tilted import TiltedPosterior
 
 
 class VIEntropyWarning(UserWarning):
-    """Warnings raised by vi_entropy (turned into errors in its own test suite)."""
+    """Warnings raised by vi_entropy (turned into errors in its own test suite).
+
+    Example
+    -------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", VIEntropyWarning)  # as our test suite does
+    ...     try:
+    ...         warnings.warn("tau is large", VIEntropyWarning)
+    ...     except VIEntropyWarning as err:
+    ...         print("caught:", err)
+    caught: tau is large
+    """
 
 
 class TwoStepState(NamedTuple):
@@ -57,6 +69,22 @@ class TwoStepState(NamedTuple):
     - **rng_key** - key for the next outer step.
     - **num_rejected** - consecutive rejected outer steps (see :mod:`vi_entropy.faults`).
     - **num_rejected_total** - rejected outer steps since :meth:`TwoStepScheme.init`.
+
+    Example
+    -------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   progress_bar=False)
+    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
+    >>> int(state.step), state.centre.shape
+    (0, (1,))
+    >>> state, info = le.update(state, 2.0)
+    >>> int(state.step)
+    1
     """
 
     centre: jax.Array
@@ -82,6 +110,21 @@ class RunResult(NamedTuple):
       cost) and, for local entropy, ``smoothing_ess`` (Kish ESS of the weights
       ``e^{−f}`` behind the estimate: its SE is unreliable when that is small); empty
       when tracking is off.
+
+    Example
+    -------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   progress_bar=False)
+    >>> result = le.run(jax.random.PRNGKey(0), 5, 2.0, track_every=1)
+    >>> result.params["mu"].shape, result.info["num_potential_evals"].shape
+    ((), (5,))
+    >>> list(result.draws), result.trace["step"].tolist()
+    ([4], [0, 1, 2, 3, 4, 5])
     """
 
     params: dict[str, jax.Array]
@@ -92,7 +135,32 @@ class RunResult(NamedTuple):
 
 
 class RejectedStepsError(RuntimeError):
-    """Too many consecutive outer steps were rejected; ``.result`` holds the last good run."""
+    """Too many consecutive outer steps were rejected; ``.result`` holds the last good run.
+
+    Raised by :meth:`TwoStepScheme.run` after ``max_rejections`` consecutive outer steps
+    whose proposed centre was not finite (each is rejected: the centre stays put).
+
+    Attributes
+    ----------
+    result : RunResult
+        The run up to the last accepted step.
+
+    Example
+    -------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   progress_bar=False)
+    >>> try:
+    ...     result = le.run(jax.random.PRNGKey(0), 3, 2.0)
+    ... except RejectedStepsError as err:
+    ...     result = err.result  # keep what was good, then lower tau or the step sizes
+    >>> int(result.state.step)
+    3
+    """
 
     def __init__(self, message: str, result: RunResult) -> None:
         super().__init__(message)
@@ -253,6 +321,23 @@ class TwoStepScheme:
     inner state stay as they were and the next step tries again with fresh randomness.
     Every step's ``info`` has ``fault`` (a :class:`~vi_entropy.faults.Fault` bit mask),
     ``rejected`` and ``num_rejected_total``.
+
+    Example
+    -------
+    The SVI-like loop, one compiled step at a time:
+
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   progress_bar=False)
+    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
+    >>> for _ in range(3):
+    ...     state, info = le.update(state, 2.0)
+    >>> sorted(le.get_params(state)), int(info["step"])
+    (['mu'], 2)
     """
 
     def __init__(
@@ -426,8 +511,23 @@ class TwoStepScheme:
     ) -> TwoStepState:
         """Set up the scheme and return the initial :class:`TwoStepState`.
 
-        ``init_params`` are constrained values keyed by latent site name (as in
-        ``SVI.init``); without them ``init_strategy`` picks the first centre.
+        Traces the model once, picks the first centre ``x_0``, initializes the inner
+        sampler or fit (including the MCMC warm-up) and compiles it.
+
+        Parameters
+        ----------
+        rng_key : PRNG key
+            Drives the initialization and, through the state, every later step.
+        *args, **kwargs
+            Model arguments.
+        init_params : dict, optional
+            Constrained values keyed by latent site name (as in ``SVI.init``); without
+            them ``init_strategy`` picks the first centre.
+
+        Returns
+        -------
+        TwoStepState
+            Step 0, centre ``x_0``.
         """
         check.rng_key("rng_key", rng_key)
         key_setup, key_init, key_inner, key_state = random.split(rng_key, 4)
@@ -459,7 +559,22 @@ class TwoStepScheme:
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
-        """One outer step (shift, then fit); returns ``(state, info)``."""
+        """One outer step (shift, then fit); returns ``(state, info)``.
+
+        Compiled once: the centre, ``τ`` and the array arguments are traced.
+
+        Parameters
+        ----------
+        state : TwoStepState
+            From :meth:`init` or a previous :meth:`update`.
+        *args, **kwargs
+            Model arguments (the same shapes as in :meth:`init`).
+
+        Returns
+        -------
+        (TwoStepState, dict)
+            The new state, and this step's diagnostics (on the device; see :meth:`run`).
+        """
         self._require_setup()
         dynamic, static = partition_args(args, kwargs)
         dynamic = self.sharding.put(dynamic, rows=self.shard_data)
@@ -846,7 +961,18 @@ class TwoStepScheme:
             raise ValueError(f"init_state: {problem}.")
 
     def get_params(self, state: TwoStepState) -> dict[str, jax.Array]:
-        """The centre ``x_k`` of ``state`` as a dict of constrained site values."""
+        """The centre ``x_k`` of ``state`` as a dict of constrained site values.
+
+        Parameters
+        ----------
+        state : TwoStepState
+            E.g. ``result.state``.
+
+        Returns
+        -------
+        dict
+            Latent site name -> constrained value (as ``result.params``).
+        """
         self._require_setup()
         return self.tilted.constrain(state.centre)
 
@@ -856,6 +982,36 @@ class TwoStepScheme:
         ``Predictive(model, guide=scheme.guide, params=scheme.get_guide_params(state),
         num_samples=100)(rng_key, *args)`` draws parameters from the fitted Gaussian,
         pushed through the model's constraints, and the model's predictions.
+
+        Parameters
+        ----------
+        state : TwoStepState
+            E.g. ``result.state``.
+
+        Returns
+        -------
+        dict
+            ``"<site>_loc"`` (unconstrained centre of each site) and ``"tau"``.
+
+        Example
+        -------
+        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> from vi_entropy import LocalEntropy
+        >>> def model(y=None):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+        ...                   progress_bar=False)
+        >>> from numpyro.infer import Predictive
+        >>> result = le.run(jax.random.PRNGKey(0), 3, 2.0)
+        >>> guide_params = le.get_guide_params(result.state)
+        >>> sorted(guide_params)
+        ['mu_loc', 'tau']
+        >>> predictive = Predictive(model, guide=le.guide, params=guide_params,
+        ...                         num_samples=10, return_sites=["mu", "y"])
+        >>> draws = predictive(jax.random.PRNGKey(1))
+        >>> draws["mu"].shape, draws["y"].shape
+        ((10,), (10,))
         """
         self._require_setup()
         return self.guide.params(state.centre, self.tau_at(state.step, state.centre.dtype))

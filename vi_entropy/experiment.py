@@ -48,12 +48,57 @@ from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
 from vi_entropy.models import dense_network, forward, init_network, model_sizes, num_parameters
 
+__all__ = [
+    "Config",
+    "MethodRun",
+    "complete_settings",
+    "markdown_table",
+    "method_settings",
+    "run_experiment",
+    "save_draws",
+    "save_figures",
+    "summary_rows",
+    "train_one",
+]
+
 GRADIENT_FREE = ("le-is", "le-sa")
 
 
 @dataclass
 class Config:
-    """Everything that defines a run (saved as ``config.json``)."""
+    """Everything that defines a run (saved as ``config.json``).
+
+    Parameters
+    ----------
+    dataset : str, default "digits"
+        ``"digits"``, ``"mnist5k"`` or ``"mnist"`` (see :mod:`vi_entropy.data`).
+    path : str, optional
+        The user's MNIST files, for ``dataset="mnist"``.
+    hidden : tuple of int, default (32,)
+        Hidden layer widths of the dense network.
+    methods : tuple of str, default all nine
+        Any of ``sgd, adam, sam, le-is, le-sgld, le-nuts, le-sa, hr-svi, hr-rm``.
+    taus : tuple of float, default (5e-4,)
+        Values of ``τ`` (also SGD's and SAM's learning rate).
+    updates : int, default 100
+        Parameter updates per method (the paper: 500).
+    batch_size : int, default 128
+        Mini-batch size.
+    seed : int, default 0
+        Seed of the split, the initialization and every method.
+    smoke : bool, default False
+        Tiny sample counts (tests).
+    eval_every : int, default 1
+        Evaluate every this many updates.
+    method_settings : dict
+        Filled by :func:`complete_settings`: method -> ``τ`` -> settings.
+
+    Example
+    -------
+    >>> config = complete_settings(Config(methods=("sgd", "le-sgld"), taus=(1e-3,)))
+    >>> config.method_settings["le-sgld"]["0.001"]["step_size"]
+    0.00025
+    """
 
     dataset: str = "digits"
     path: str | None = None
@@ -74,6 +119,25 @@ def method_settings(method: str, tau: float, smoke: bool) -> dict[str, Any]:
     Sample counts, inner steps and step sizes are ours (the paper does not give them);
     they keep each scheme at tens to hundreds of model evaluations per update.  Step
     sizes scale with ``τ``: the tilted posterior has curvature at least ``1/τ``.
+
+    Parameters
+    ----------
+    method : str
+        One of the methods of :class:`Config`.
+    tau : float
+        The variance ``τ``.
+    smoke : bool
+        Smaller counts for tests.
+
+    Returns
+    -------
+    dict
+        JSON-serializable settings, as passed to the trainer.
+
+    Example
+    -------
+    >>> method_settings("sgd", 5e-4, smoke=False)
+    {'optimizer': 'sgd', 'learning_rate': 0.0005}
     """
     small = smoke
     if method == "sgd":
@@ -269,7 +333,22 @@ def _evaluate_fn(model: Callable) -> Callable:
 
 @dataclass
 class MethodRun:
-    """Per-update records of one method at one ``τ``, and its last draws (LE)."""
+    """Per-update records of one method at one ``τ``, and its last draws (LE).
+
+    - **method**, **tau** - which run.
+    - **records** - one dict per evaluation (update 0 is the initialization):
+      ``train_loss``, ``test_accuracy``, cumulative ``grad_evals``, ``forward_evals``
+      and ``wall_time``.
+    - **last_result**, **scheme** - the last outer step's :class:`~vi_entropy.RunResult`
+      and the scheme (local entropy and heat regularization), for ArviZ export.
+    - **model_args**, **model_kwargs** - the model's arguments.
+
+    Example
+    -------
+    >>> run = MethodRun("sgd", 5e-4, [{"update": 0, "test_accuracy": 0.1}])
+    >>> run.records[-1]["test_accuracy"]
+    0.1
+    """
 
     method: str
     tau: float
@@ -290,7 +369,45 @@ def train_one(
     settings: Mapping[str, Any],
     progress: bool = True,
 ) -> MethodRun:
-    """Train one method from ``init`` for ``config.updates`` updates, evaluating as it goes."""
+    """Train one method from ``init`` for ``config.updates`` updates, evaluating as it goes.
+
+    Parameters
+    ----------
+    method : str
+        One of the methods of :class:`Config`.
+    tau : float
+        The variance ``τ`` (SGD's learning rate).
+    data : Dataset
+        Train and test images.
+    model : callable
+        The NumPyro network (:func:`~vi_entropy.models.dense_network`).
+    init : dict
+        Initial parameters (:func:`~vi_entropy.models.init_network`).
+    config : Config
+        Updates, batch size, seed, evaluation interval.
+    settings : dict
+        The method's settings at ``τ`` (:func:`method_settings`).
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    MethodRun
+
+    Example
+    -------
+    >>> import jax
+    >>> from vi_entropy.data import load_digits
+    >>> from vi_entropy.models import dense_network, init_network, model_sizes
+    >>> data = load_digits()
+    >>> model = dense_network(64, hidden=(4,))
+    >>> init = init_network(jax.random.PRNGKey(0), model_sizes(model))
+    >>> config = Config(updates=3)
+    >>> run = train_one("sgd", 5e-4, data, model, init, config,
+    ...                 method_settings("sgd", 5e-4, False), progress=False)
+    >>> [r["update"] for r in run.records], run.records[-1]["grad_evals"]
+    ([0, 1, 2, 3], 3)
+    """
     X, y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
     Xt, yt = jnp.asarray(data.X_test), jnp.asarray(data.y_test)
     batch = min(config.batch_size, len(data.y_train))
@@ -357,7 +474,35 @@ def train_one(
 def run_experiment(
     config: Config, data: Dataset, progress: bool = True, log: Callable[[str], None] = print
 ) -> list[MethodRun]:
-    """Train every method at every ``τ`` from the same initialization."""
+    """Train every method at every ``τ`` from the same initialization.
+
+    Builds :func:`~vi_entropy.models.dense_network` for ``data``, initializes it once
+    (Glorot, ``config.seed``) and calls :func:`train_one` for each ``(τ, method)``.
+
+    Parameters
+    ----------
+    config : Config
+        With ``method_settings`` filled (:func:`complete_settings`).
+    data : Dataset
+        Train and test images.
+    progress : bool, default True
+        tqdm progress bars.
+    log : callable, default print
+        Receives one line per run (its settings).
+
+    Returns
+    -------
+    list of MethodRun
+        In the order ``τ``, then method.
+
+    Example
+    -------
+    >>> from vi_entropy.data import load_digits
+    >>> config = complete_settings(Config(methods=("sgd", "le-is"), hidden=(4,), updates=2))
+    >>> runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
+    >>> [(r.method, len(r.records)) for r in runs]
+    [('sgd', 3), ('le-is', 3)]
+    """
     model = dense_network(data.num_features, config.hidden, data.num_classes)
     sizes = model_sizes(model)
     init = init_network(random.PRNGKey(config.seed), sizes)
@@ -380,7 +525,24 @@ def _tau_key(tau: float) -> str:
 
 
 def complete_settings(config: Config) -> Config:
-    """Fill ``config.method_settings`` for every method and ``τ``."""
+    """Fill ``config.method_settings`` for every method and ``τ``.
+
+    Parameters
+    ----------
+    config : Config
+        Modified in place.
+
+    Returns
+    -------
+    Config
+        The same object, with ``method_settings[method][f"{tau:g}"]`` from
+        :func:`method_settings`.
+
+    Example
+    -------
+    >>> sorted(complete_settings(Config(methods=("sgd", "adam"))).method_settings)
+    ['adam', 'sgd']
+    """
     config.method_settings = {
         m: {_tau_key(t): method_settings(m, t, config.smoke) for t in config.taus}
         for m in config.methods
@@ -389,7 +551,27 @@ def complete_settings(config: Config) -> Config:
 
 
 def summary_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
-    """Table-1-like rows: final and best test accuracy, evaluations, time per method/τ."""
+    """Table-1-like rows: final and best test accuracy, evaluations, time per method/τ.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+
+    Returns
+    -------
+    list of dict
+        Per run: ``method``, ``tau``, ``final_accuracy``, ``best_accuracy`` (over the
+        updates, not the initialization), ``final_train_loss``, ``grad_evals``,
+        ``forward_evals``, ``wall_time`` and ``seconds_per_update``.
+
+    Example
+    -------
+    >>> recs = [{"update": u, "test_accuracy": a, "train_loss": 2.0 - u, "grad_evals": u,
+    ...          "forward_evals": u, "wall_time": 0.5 * u} for u, a in enumerate([0.1, 0.6, 0.5])]
+    >>> row = summary_rows([MethodRun("sgd", 5e-4, recs)])[0]
+    >>> row["final_accuracy"], row["best_accuracy"], row["seconds_per_update"]
+    (0.5, 0.6, 0.5)
+    """
     rows = []
     for r in runs:
         last = r.records[-1]
@@ -410,6 +592,16 @@ def summary_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of :func:`summary_rows` as a Markdown table (``table.md``).
+
+    Example
+    -------
+    >>> row = {"method": "sgd", "tau": 5e-4, "final_accuracy": 0.9, "best_accuracy": 0.91,
+    ...        "final_train_loss": 0.3, "grad_evals": 100, "forward_evals": 100,
+    ...        "wall_time": 1.0, "seconds_per_update": 0.01}
+    >>> print(markdown_table([row]).splitlines()[-1])
+    | sgd | 0.0005 | 0.900 | 0.910 | 0.300 | 100 | 100 | 1.0 | 0.010 |
+    """
     head = (
         "| method | τ | final test acc | best test acc | final train loss | "
         "gradient evals | forward evals | wall time (s) | s / update |"
@@ -425,6 +617,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def config_dict(config: Config) -> dict[str, Any]:
+    """``config`` as a JSON-serializable dict (tuples become lists)."""
     d = asdict(config)
     d["hidden"] = list(config.hidden)
     d["methods"] = list(config.methods)
@@ -433,11 +626,37 @@ def config_dict(config: Config) -> dict[str, Any]:
 
 
 def as_float_array(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    """``records[i][key]`` for every record, as a float array."""
     return np.asarray([r[key] for r in records], dtype=float)
 
 
 def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
-    """Figure-4-like plots: test accuracy against updates and against evaluations."""
+    """Figure-4-like plots: test accuracy against updates and against evaluations.
+
+    One panel per ``τ``; the cost axis counts gradient evaluations, or forward
+    evaluations for the gradient-free methods (dashed lines).  Uses matplotlib's Agg
+    backend.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+    out_dir : str or path
+        Existing directory to write the PNG files into.
+
+    Returns
+    -------
+    list of str
+        ``["accuracy_vs_updates.png", "accuracy_vs_evaluations.png"]``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> recs = [{"update": u, "test_accuracy": 0.1 * u, "grad_evals": u, "forward_evals": u}
+    ...         for u in range(3)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_figures([MethodRun("sgd", 5e-4, recs)], tmp)
+    ['accuracy_vs_updates.png', 'accuracy_vs_evaluations.png']
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -480,7 +699,30 @@ def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
 
 
 def save_draws(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
-    """ArviZ netcdf of the last outer step's inner draws of each local-entropy run."""
+    """ArviZ netcdf of the last outer step's inner draws of each local-entropy run.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+        Runs of other methods are skipped.
+    out_dir : str or path
+        Existing directory; files are named ``draws_<method>_tau<τ>.nc``.
+
+    Returns
+    -------
+    list of str
+        The file names written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from vi_entropy.data import load_digits
+    >>> config = complete_settings(Config(methods=("sgd", "le-is"), hidden=(4,), updates=2))
+    >>> runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_draws(runs, tmp)
+    ['draws_le-is_tau0.0005.nc']
+    """
     from vi_entropy.arviz import to_inference_data
 
     names = []

@@ -44,7 +44,35 @@ def moment_match(
     * ``"exponential"`` moving average ``μ ← ρ μ + (1 - ρ) y_t`` started at ``μ = start``
       (the centre), with ``ρ = ema_decay``, as in Entropy-SGD's inner loop.
 
-    Returns ``NaN`` when every importance weight is zero (the caller rejects the step).
+    This is local entropy's step 2: ``argmin_m KL(φ_k ‖ N(m, τI)) = E_{φ_k}[y]``.
+
+    Parameters
+    ----------
+    draws : Draws
+        Values of shape ``(chains, draws, d)``, optional log-weights.
+    start : jax.Array
+        The centre ``x_k`` (flat), where the exponential average starts.
+    averaging : {"arithmetic", "exponential"}, default "arithmetic"
+        How unweighted draws are averaged.
+    ema_decay : float, default 0.75
+        ``ρ`` of the exponential average.
+
+    Returns
+    -------
+    jax.Array
+        The estimated mean, shape ``(d,)``; ``NaN`` when every importance weight is zero
+        (the caller rejects the step).
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> from vi_entropy.samplers import Draws
+    >>> values = jnp.array([[[0.0], [2.0]], [[4.0], [6.0]]])  # 2 chains, 2 draws, d = 1
+    >>> moment_match(Draws(values, None, {}), jnp.zeros(1)).tolist()
+    [3.0]
+    >>> weighted = Draws(values, jnp.log(jnp.array([[1.0, 0.0], [0.0, 1.0]])), {})
+    >>> moment_match(weighted, jnp.zeros(1)).tolist()  # self-normalized weights
+    [3.0]
     """
     values = draws.values
     d = values.shape[-1]
@@ -106,10 +134,25 @@ class GaussianGuide:
     ``"<site>_loc"`` (unconstrained) and ``"tau"``; get them for a state with
     ``scheme.get_guide_params(state)``.
 
+    Parameters
+    ----------
+    tilted : TiltedPosterior
+        The flat view of the model (set up); gives the sites and their bijections.
+
     Example
     -------
-    ``Predictive(model, guide=le.guide, params=le.get_guide_params(state),
-    num_samples=100)(rng_key, X)``
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import Predictive
+    >>> from vi_entropy import LocalEntropy
+    >>> def model():
+    ...     numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+    >>> le = LocalEntropy(model, tau=0.01, sampler="importance", num_samples=100,
+    ...                   progress_bar=False)
+    >>> state = le.init(jax.random.PRNGKey(0))
+    >>> draws = Predictive(model, guide=le.guide, params=le.get_guide_params(state),
+    ...                    num_samples=500, return_sites=["s"])(jax.random.PRNGKey(1))
+    >>> bool((draws["s"] > 0).all())  # N(x, τ) on log s, pushed through exp
+    True
     """
 
     def __init__(self, tilted: TiltedPosterior) -> None:

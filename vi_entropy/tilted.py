@@ -71,6 +71,18 @@ def tilt_model(model: Callable, beta: float = 1.0) -> Callable:
     potential is a deterministic function, as NUTS/HMC require).  Its potential energy is
     ``beta * U(u) + |u - centre|² / (2τ)``.
 
+    Parameters
+    ----------
+    model : callable
+        A NumPyro model with continuous latent sites.
+    beta : float, default 1.0
+        Inverse temperature: the model's log density is scaled by ``beta``.
+
+    Returns
+    -------
+    callable
+        The tilted NumPyro model (``__wrapped__`` is ``model``).
+
     Example
     -------
     >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -201,10 +213,28 @@ class TiltedPosterior:
     beta : float, default 1.0
         Inverse temperature: the loss is ``f = beta * U``.
 
+    Notes
+    -----
     After :meth:`setup` the instance knows the latent sites and offers ``potential``
-    (``f`` of a flat unconstrained vector), ``tilted_potential``, ``constrain`` and
+    (``f`` of a flat unconstrained vector), ``tilted_potential``
+    (``f(u) + |u − x_k|²/(2τ)``, the potential of ``φ_k``), ``constrain`` and
     ``unconstrain``.  ``model_kwargs`` builds the keyword arguments of
     :attr:`tilted_model` for a centre and ``τ``.
+
+    Example
+    -------
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("s", dist.Exponential(1.0))
+    >>> tp = TiltedPosterior(model)
+    >>> tp.setup(jax.random.PRNGKey(0), (), {})
+    >>> u = tp.unconstrain({"s": jnp.array(1.0)})  # log s
+    >>> u.tolist(), tp.dim
+    ([0.0], 1)
+    >>> round(float(tp.potential(u, (), {})), 4)  # s - log s at s = 1 (Jacobian included)
+    1.0
+    >>> round(float(tp.tilted_potential(u, jnp.ones(1), 0.5, (), {})), 4)  # + 1²/(2·0.5)
+    2.0
     """
 
     def __init__(self, model: Callable, beta: float = 1.0) -> None:

@@ -55,6 +55,15 @@ class Draws(NamedTuple):
     - **log_weights** - importance log-weights of shape ``(chains, draws)``, or ``None``
       for (unweighted) MCMC draws.
     - **stats** - per-draw statistics, each of shape ``(chains, draws)``.
+
+    ``result.draws[k]`` of a local-entropy run holds one per kept outer step ``k``.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> d = Draws(jnp.zeros((4, 50, 3)), None, {"acceptance_rate": jnp.ones((4, 50))})
+    >>> d.values.shape, d.log_weights is None
+    ((4, 50, 3), True)
     """
 
     values: jax.Array
@@ -162,6 +171,36 @@ def make_kernel(
     ``sampler`` is a name (``"nuts"``, ``"hmc"``, ``"sa"``, ``"sgld"``), a kernel built
     on ``model`` (rebound with ``MCMCKernel.wrap_model``), or a factory
     ``model -> MCMCKernel`` such as ``functools.partial(NUTS, max_tree_depth=6)``.
+
+    Parameters
+    ----------
+    sampler : str, MCMCKernel or callable
+        As ``LocalEntropy``'s ``sampler``.
+    model : callable
+        The user's model (a kernel given as an instance must be built on it).
+    tilted_model : callable
+        Its tilted model (:func:`~vi_entropy.tilt_model`).
+    dim : int
+        Number of unconstrained coordinates (sets SA's default population size).
+    sampler_kwargs : dict
+        Options of a sampler given by name.
+    tau0 : float or None
+        Constant ``τ`` (SGLD's default step size is ``0.1 τ``), ``None`` for a schedule.
+
+    Returns
+    -------
+    MCMCKernel
+        A kernel whose model is ``tilted_model``.
+
+    Example
+    -------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import tilt_model
+    >>> def model():
+    ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> kernel = make_kernel("sgld", model, tilt_model(model), 1, {}, 0.01)
+    >>> type(kernel).__name__, kernel.step_size
+    ('SGLD', 0.001)
     """
     kw = dict(sampler_kwargs)
     if isinstance(sampler, str):
@@ -238,6 +277,29 @@ class MCMCSampler:
     sharding : BatchSharding, optional
         Splits the chains over devices (see :mod:`vi_entropy.sharding`); default: one
         device.
+
+    Notes
+    -----
+    The inner sampler of ``LocalEntropy`` for every MCMC kernel: ``init`` starts the
+    chains from ``N(x_0, τI)`` and runs the warm-up; ``sample`` refreshes the kernel state
+    for the new centre and returns ``(state, Draws, counts)``, with the exact gradient and
+    potential evaluations of the step.
+
+    Example
+    -------
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import TiltedPosterior
+    >>> def model():
+    ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> tp = TiltedPosterior(model)
+    >>> tp.setup(jax.random.PRNGKey(0), (), {})
+    >>> kernel = make_kernel("sgld", model, tp.tilted_model, tp.dim, {}, 0.5)
+    >>> sampler = MCMCSampler(kernel, tp, num_chains=2, num_samples=10, num_warmup=5)
+    >>> centre, key = jnp.ones(1), jax.random.PRNGKey(1)
+    >>> state = sampler.init(key, centre, 0.5, (), {}, None)
+    >>> state, draws, counts = sampler.sample(state, key, centre, 0.5, (), {}, None)
+    >>> draws.values.shape, int(counts["num_grad_evals"])
+    ((2, 10, 1), 20)
     """
 
     def __init__(

@@ -28,6 +28,23 @@ class SA(_numpyro_sa.SA):
     ``dense_mass=False`` and ``adapt_state_size=min(2d, 64)``: NumPyro's dense default
     needs ``O(d²)`` memory and time per step and is unusable for networks.
 
+    Each transition costs one evaluation of the potential and no gradient (gradient-free
+    MCMC; Zhu 2019): a new point is proposed from a Gaussian fitted to a population of
+    ``adapt_state_size`` points, which it may replace.
+
+    Parameters
+    ----------
+    model : callable, optional
+        NumPyro model (or give ``potential_fn``).
+    potential_fn : callable, optional
+        Potential energy of a pytree of unconstrained values.
+    adapt_state_size : int, optional
+        Population size (NumPyro's default ``2d``).
+    dense_mass : bool, default True
+        Full (``True``) or diagonal proposal covariance.
+    init_strategy : callable, default ``init_to_uniform``
+        Used when ``init_params`` is not given.
+
     Example
     -------
     >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist

@@ -41,6 +41,9 @@ SGLDState = namedtuple("SGLDState", ["i", "z", "potential_energy", "grad_norm", 
   taken (the previous draw; a diagnostic, not used by the dynamics).
 - **grad_norm** - Euclidean norm of that gradient (a diagnostic).
 - **rng_key** - random key for the next transition.
+
+Example: ``SGLD(model).init(jax.random.PRNGKey(0), 0, {"x": jnp.zeros(())})`` is
+``SGLDState(i=0, z={"x": 0.0}, ...)``.
 """
 
 
