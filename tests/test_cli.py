@@ -184,3 +184,25 @@ def test_user_mnist_files_are_read(tmp_path):
     for a, b in zip(from_idx[:4], from_npz[:4], strict=True):
         np.testing.assert_array_equal(a, b)
     assert from_idx.X_train.shape == (6, 784) and from_idx.X_train.max() <= 1.0
+
+
+def test_experiment_passes_each_scheme_warning_on_once():
+    # Every update of the experiment is a one-step run; a degenerate importance-sampling
+    # run must warn once, not once per update. tau = 0.1 on a fresh network makes the
+    # weights degenerate at every step.
+    import warnings
+
+    from vi_entropy import VIEntropyWarning
+    from vi_entropy.data import load_digits
+    from vi_entropy.experiment import Config, complete_settings, run_experiment
+
+    config = complete_settings(
+        Config(methods=("le-is",), taus=(0.1,), hidden=(4,), updates=3, smoke=True)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VIEntropyWarning)
+        runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
+    ess = np.asarray(runs[0].last_result.info["importance_ess"])
+    assert np.all(ess < 0.01 * config.method_settings["le-is"]["0.1"]["num_samples"])
+    degenerate = [w for w in caught if "degenerated" in str(w.message)]
+    assert len(degenerate) == 1

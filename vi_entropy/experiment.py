@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 
 from vi_entropy.cli import METHODS
 from vi_entropy.data import Dataset
+from vi_entropy.driver import VIEntropyWarning
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
 from vi_entropy.models import dense_network, forward, init_network, model_sizes, num_parameters
@@ -252,21 +254,32 @@ class SchemeTrainer:
     def __init__(self, scheme: LocalEntropy | HeatRegularization) -> None:
         self.scheme = scheme
         self.last = None
+        self.warned: set[str] = set()
 
     def init(self, rng_key: Any, params: Mapping[str, Any], X: Any, y: Any) -> Any:
         return self.scheme.init(rng_key, X, y, init_params=params, batch_size=self.batch)
 
     def step(self, state: Any, X: Any, y: Any) -> tuple[Any, dict]:
-        result = self.scheme.run(
-            None,
-            1,
-            X,
-            y,
-            init_state=state,
-            progress_bar=False,
-            track_every=0,
-            batch_size=self.batch,
-        )
+        # Every update is a one-step run, so a run's "shown once" warnings would repeat on
+        # every update: pass on the first of each kind only.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VIEntropyWarning)
+            result = self.scheme.run(
+                None,
+                1,
+                X,
+                y,
+                init_state=state,
+                progress_bar=False,
+                track_every=0,
+                batch_size=self.batch,
+            )
+        for w in caught:
+            kind = str(w.message).split(":", 1)[-1].split(" at outer step")[0]
+            if issubclass(w.category, VIEntropyWarning) and kind in self.warned:
+                continue
+            self.warned.add(kind)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self.last = result
         info = result.info
         return result.state, {
@@ -498,10 +511,10 @@ def run_experiment(
     Example
     -------
     >>> from vi_entropy.data import load_digits
-    >>> config = complete_settings(Config(methods=("sgd", "le-is"), hidden=(4,), updates=2))
+    >>> config = complete_settings(Config(methods=("sgd", "le-sgld"), hidden=(4,), updates=2))
     >>> runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
     >>> [(r.method, len(r.records)) for r in runs]
-    [('sgd', 3), ('le-is', 3)]
+    [('sgd', 3), ('le-sgld', 3)]
     """
     model = dense_network(data.num_features, config.hidden, data.num_classes)
     sizes = model_sizes(model)
@@ -717,11 +730,11 @@ def save_draws(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
     -------
     >>> import tempfile
     >>> from vi_entropy.data import load_digits
-    >>> config = complete_settings(Config(methods=("sgd", "le-is"), hidden=(4,), updates=2))
+    >>> config = complete_settings(Config(methods=("sgd", "le-sgld"), hidden=(4,), updates=2))
     >>> runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     save_draws(runs, tmp)
-    ['draws_le-is_tau0.0005.nc']
+    ['draws_le-sgld_tau0.0005.nc']
     """
     from vi_entropy.arviz import to_inference_data
 
