@@ -17,8 +17,12 @@ from vi_entropy import LocalEntropy, to_inference_data
 
 matplotlib.use("Agg")
 
-# ArviZ 0.23's own plotting code trips a deprecation of matplotlib 3.11.
-pytestmark = pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning")
+pytestmark = [
+    # ArviZ 0.23's own plotting code trips a deprecation of matplotlib 3.11.
+    pytest.mark.filterwarnings("ignore::matplotlib.MatplotlibDeprecationWarning"),
+    # One group with the other users of tests._runs: its runs are made once, on one worker.
+    pytest.mark.xdist_group("shared-runs"),
+]
 
 STAT_NAMES = {"acceptance_rate", "diverging", "n_steps", "step_size", "lp", "energy"}
 

@@ -15,6 +15,9 @@ import xarray as xr
 
 from vi_entropy.cli import METHODS
 
+# One group: the smoke run (a module fixture) runs once, on one worker.
+pytestmark = pytest.mark.xdist_group("cli")
+
 ROOT = Path(__file__).resolve().parents[1]
 # Chance level and a margin of 5 binomial standard errors on the 359 test digits.
 CHANCE, N_TEST = 0.1, 359

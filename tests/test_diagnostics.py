@@ -219,6 +219,7 @@ def test_default_tracking_costs_at_most_a_tenth_and_changes_nothing(linreg):
     assert cost <= 0.1 * tracked.info["num_potential_evals"].sum()
 
 
+@pytest.mark.xdist_group("shared-runs")  # tests._runs: made once, on one worker
 def test_heat_regularization_tracks_the_heat_loss(linreg):
     X, y, prec, prec_mean = linreg
     _, result, _ = hr_svi_run()
@@ -253,6 +254,7 @@ def test_monotonicity_skips_pairs_across_a_change_of_tau():
 # -- per-step sampler diagnostics -------------------------------------------------------------
 
 
+@pytest.mark.xdist_group("shared-runs")  # tests._runs: made once, on one worker
 def test_rhat_and_ess_per_step_are_numpyros_worst_coordinate():
     _, result, _ = le_nuts_run()
     info = result.info

@@ -13,6 +13,9 @@ import pytest  # noqa: E402
 from tests._runs import hr_svi_run, le_nuts_run  # noqa: E402
 from vi_entropy import RunResult, plot_sampler_health, plot_trajectory  # noqa: E402
 
+# One group with the other users of tests._runs: its runs are made once, on one worker.
+pytestmark = pytest.mark.xdist_group("shared-runs")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# One group: the four-device run (a module fixture) runs once, on one worker.
+pytestmark = pytest.mark.xdist_group("sharding")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = textwrap.dedent(
