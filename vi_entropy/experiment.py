@@ -647,8 +647,8 @@ def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
     """Figure-4-like plots: test accuracy against updates and against evaluations.
 
     One panel per ``τ``; the cost axis counts gradient evaluations, or forward
-    evaluations for the gradient-free methods (dashed lines).  Uses matplotlib's Agg
-    backend.
+    evaluations for the gradient-free methods (dashed lines), on a log axis that starts
+    at the first update.  Uses matplotlib's Agg backend.
 
     Parameters
     ----------
@@ -696,7 +696,12 @@ def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
                     key = "forward_evals" if r.method in GRADIENT_FREE else "grad_evals"
                     x = as_float_array(r.records, key)
                 style = "--" if r.method in GRADIENT_FREE else "-"
-                ax.plot(x, as_float_array(r.records, "test_accuracy"), style, label=r.method)
+                acc = as_float_array(r.records, "test_accuracy")
+                if xkey == "cost":
+                    # Zero evaluations (the initialization) has no place on a log axis; a
+                    # line from it would draw a false flat start at the first accuracy.
+                    x, acc = x[x > 0], acc[x > 0]
+                ax.plot(x, acc, style, label=r.method)
             if xkey == "cost":
                 ax.set_xscale("log")
             ax.set_title(f"τ = {tau:g}")
