@@ -3,8 +3,9 @@
 :class:`numpyro.infer.SA` is gradient-free (one potential evaluation per transition), but
 as shipped it (a) replaces given ``init_params`` by a fresh initialization when it has a
 model, which also breaks vectorized chains, and (b) has no ``refresh``/``wrap_model``, so
-its population's cached energies go stale when the target moves.  :class:`SA` keeps
-NumPyro's transition untouched and fixes those three points.
+its population's cached energies go stale when the target moves, and (c) draws its
+initial population from ``N(init, I)``, which is far too wide for a tilted posterior of
+scale ``√τ``.  :class:`SA` keeps NumPyro's transition untouched and fixes those points.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import sa as _numpyro_sa
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.sa import SAState
+
+from vi_entropy.tilted import TAU
 
 
 class SA(_numpyro_sa.SA):
     """:class:`numpyro.infer.SA` that honours ``init_params`` and supports ``refresh``.
 
-    Same parameters as NumPyro's ``SA(model=None, potential_fn=None,
-    adapt_state_size=None, dense_mass=True, init_strategy=init_to_uniform)``.  Within
+    NumPyro's parameters ``SA(model=None, potential_fn=None, adapt_state_size=None,
+    dense_mass=True, init_strategy=init_to_uniform)`` and ``init_scale``.  Within
     :class:`~vi_entropy.LocalEntropy` (``sampler="sa"``) the defaults are
     ``dense_mass=False`` and ``adapt_state_size=min(2d, 64)``: NumPyro's dense default
     needs ``O(d²)`` memory and time per step and is unusable for networks.
@@ -44,6 +49,12 @@ class SA(_numpyro_sa.SA):
         Full (``True``) or diagonal proposal covariance.
     init_strategy : callable, default ``init_to_uniform``
         Used when ``init_params`` is not given.
+    init_scale : float, optional
+        Standard deviation, per coordinate, of the initial population around the initial
+        point.  Default: ``√τ`` when the model is a tilted model (it then receives ``τ``;
+        the population starts as draws of the Gaussian factor ``N(x_k, τI)``), else
+        NumPyro's ``1``.  With NumPyro's ``1`` and ``τ`` small, the population's spread,
+        and so every proposal, is far wider than the tilted posterior.
 
     Example
     -------
@@ -57,6 +68,22 @@ class SA(_numpyro_sa.SA):
     >>> mcmc.get_samples()["x"].shape
     (1000, 2)
     """
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        potential_fn: Callable | None = None,
+        adapt_state_size: int | None = None,
+        dense_mass: bool = True,
+        init_strategy: Callable = init_to_uniform,
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(model, potential_fn, adapt_state_size, dense_mass, init_strategy)
+        if init_scale is not None and not (
+            isinstance(init_scale, int | float) and init_scale > 0 and init_scale < float("inf")
+        ):
+            raise ValueError(f"init_scale: expected a positive finite float, got {init_scale!r}.")
+        self._init_scale = init_scale
 
     @classmethod
     def from_numpyro(cls, kernel: _numpyro_sa.SA, model: Callable | None = None) -> SA:
@@ -74,7 +101,41 @@ class SA(_numpyro_sa.SA):
         self, rng_key: Any, model_args: tuple, model_kwargs: dict, init_params: Any
     ) -> Any:
         initialized = super()._init_state(rng_key, model_args, model_kwargs, init_params)
+        self._init_fn = self._scaled_init(self._init_fn)
         return initialized if init_params is None else init_params
+
+    def _scaled_init(self, init_fn: Callable) -> Callable:
+        """NumPyro's ``init_kernel`` with the initial population's scale set (see above)."""
+        init_scale = getattr(self, "_init_scale", None)  # from_numpyro copies lack it
+
+        def init_kernel(
+            init_params: Any,
+            num_warmup: int,
+            inverse_mass_matrix: Any = None,
+            dense_mass: bool = False,
+            model_kwargs: dict | None = None,
+            **kwargs: Any,
+        ) -> SAState:
+            if inverse_mass_matrix is None:
+                variance = None
+                if init_scale is not None:
+                    variance = init_scale**2
+                elif model_kwargs is not None and TAU in model_kwargs:
+                    variance = model_kwargs[TAU]
+                if variance is not None:
+                    flat = ravel_pytree(init_params)[0]
+                    diagonal = jnp.full(flat.shape, variance, flat.dtype)
+                    inverse_mass_matrix = jnp.diag(diagonal) if dense_mass else diagonal
+            return init_fn(
+                init_params,
+                num_warmup,
+                inverse_mass_matrix=inverse_mass_matrix,
+                dense_mass=dense_mass,
+                model_kwargs=model_kwargs,
+                **kwargs,
+            )
+
+        return init_kernel
 
     def get_potential_fn(
         self, model_args: tuple = (), model_kwargs: dict | None = None
