@@ -87,7 +87,9 @@ def test_methods_that_train_beat_chance(smoke):
     trained = 0
     for m in METHODS:
         recs = [r for r in records if r["method"] == m]
-        if recs[-1]["train_loss"] < recs[0]["train_loss"]:  # it trains at all
+        # "Trains at all": the train loss fell by more than 5%. A method that does not
+        # train (LE-SA on a network) moves its loss by noise of well under 1%.
+        if recs[-1]["train_loss"] < 0.95 * recs[0]["train_loss"]:
             trained += 1
             assert recs[-1]["test_accuracy"] > BETTER_THAN_CHANCE, m
     assert trained >= 6  # the gradient-based methods at least
