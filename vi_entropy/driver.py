@@ -735,6 +735,26 @@ class TwoStepScheme:
             info, trace = history(_stack(fetched))
             checkpoint_io.save(checkpoint, state, meta=meta, info=info, draws=draws, trace=trace)
 
+        def settle(i: int) -> None:
+            # What needs step i's values on the host: its warnings, its rejection count and
+            # a checkpoint. Called once step i+1 is dispatched, so the device never waits
+            # for Python; `state` and `infos` still end at step i.
+            nonlocal good
+            for name, message in self._warnings(infos[-1], run_start + i).items():
+                if name not in warned:
+                    warned.add(name)
+                    warnings.warn(message, VIEntropyWarning, stacklevel=3)
+            rejected = int(state.num_rejected)
+            if rejected == 0:
+                good = state
+            elif rejected >= self.max_rejections:
+                diagnose_pending(int(state.step))
+                info, trace = history(_stack(infos))
+                result = RunResult(self.get_params(good), good, info, draws, trace)
+                raise RejectedStepsError(self._rejected_message(state, good, infos), result)
+            if checkpoint is not None and ((i + 1) % every == 0 or i + 1 == num_steps):
+                save()
+
         if track_every != 0 and done == 0 and num_steps > 0:
             track(state)
         good = state
@@ -744,6 +764,8 @@ class TwoStepScheme:
                 new_state, info, d = self._update_jit(
                     state, dynamic, static=static, with_draws=keep(step)
                 )
+                if i > done:
+                    settle(i - 1)
                 infos.append(info)
                 state = new_state
                 diagnose_pending(step)
@@ -756,20 +778,8 @@ class TwoStepScheme:
                     track_every = _default_track_every(info, track_samples)
                 if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):
                     track(state)
-                for name, message in self._warnings(info, step).items():
-                    if name not in warned:
-                        warned.add(name)
-                        warnings.warn(message, VIEntropyWarning, stacklevel=2)
-                rejected = int(state.num_rejected)
-                if rejected == 0:
-                    good = state
-                elif rejected >= self.max_rejections:
-                    diagnose_pending(int(state.step))
-                    info, trace = history(_stack(infos))
-                    result = RunResult(self.get_params(good), good, info, draws, trace)
-                    raise RejectedStepsError(self._rejected_message(state, good, infos), result)
-                if checkpoint is not None and ((i + 1) % every == 0 or i + 1 == num_steps):
-                    save()
+            if num_steps > done:
+                settle(num_steps - 1)
         except KeyboardInterrupt:
             if checkpoint is not None:
                 # Keep the saved history consistent with the state if the interrupt
