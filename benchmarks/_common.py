@@ -11,13 +11,15 @@ ratios stay put (on a GPU only wall-clock means anything).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,46 @@ def digits_problem(hidden: Sequence[int], batch_size: int | None = None):
 def hidden_for(num_params: int, num_features: int = 64, num_classes: int = 10) -> int:
     """Width of one hidden layer that gives about ``num_params`` parameters."""
     return max(1, round((num_params - num_classes) / (num_features + 1 + num_classes)))
+
+
+EVENTS = {
+    "/jax/core/compile/backend_compile_duration": "backend",
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+}
+
+
+@contextlib.contextmanager
+def compile_stats() -> Iterator[dict[str, Any]]:
+    """Count backend compilations and sum trace/lower/compile seconds while active."""
+    import jax
+
+    stats = {"compilations": 0, "trace_s": 0.0, "lower_s": 0.0, "backend_s": 0.0}
+
+    def listener(event: str, duration: float, **kwargs: Any) -> None:
+        kind = EVENTS.get(event)
+        if kind is None:
+            return
+        stats[f"{kind}_s"] += duration
+        if kind == "backend":
+            stats["compilations"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield stats
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def in_subprocess(script: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``script --child SPEC`` in a fresh interpreter; its last stdout line is JSON."""
+    proc = subprocess.run(
+        [sys.executable, script, "--child", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {dict(spec)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,39 +13,10 @@ per outer step, see ``naive.py``) is counted the same way.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-from _common import digits_problem, hidden_for, parser, print_table, write_json
-
-EVENTS = {
-    "/jax/core/compile/backend_compile_duration": "backend",
-    "/jax/core/compile/jaxpr_trace_duration": "trace",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
-}
-
-
-@contextlib.contextmanager
-def compile_stats():
-    """Count backend compilations and sum trace/lower/compile seconds while active."""
-    import jax
-
-    stats = {"compilations": 0, "trace_s": 0.0, "lower_s": 0.0, "backend_s": 0.0}
-
-    def listener(event: str, duration: float, **kwargs: Any) -> None:
-        kind = EVENTS.get(event)
-        if kind is None:
-            return
-        stats[f"{kind}_s"] += duration
-        if kind == "backend":
-            stats["compilations"] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield stats
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+from _common import compile_stats, digits_problem, hidden_for, parser, print_table, write_json
 
 
 def schemes(beta: float, tau: float, quick: bool) -> dict[str, Any]:

@@ -25,29 +25,19 @@ as a user would, so that none profits from another's compilations.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
+from functools import partial
 from typing import Any
 
-from _common import ROOT, digits_problem, hidden_for, parser, print_table, write_json
-
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-def count_compilations() -> dict[str, int]:
-    """Start counting XLA compilations in this process (a dict updated in place)."""
-    import jax
-
-    counter = {"n": 0}
-
-    def listener(event: str, duration: float, **kwargs: Any) -> None:
-        if event == BACKEND_COMPILE:
-            counter["n"] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    counter["stop"] = lambda: jax.monitoring.unregister_event_duration_listener(listener)
-    return counter
+from _common import (
+    compile_stats,
+    digits_problem,
+    hidden_for,
+    in_subprocess,
+    parser,
+    print_table,
+    write_json,
+)
 
 
 def kernel_for(name: str, tau: float, tree_depth: int):
@@ -138,29 +128,15 @@ def ours_run(problem, sampler: str, settings: dict, steps: int) -> dict[str, Any
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this (fresh) process."""
     problem = digits_problem((spec["hidden"],))
-    counter = count_compilations()
-    if spec["code"] == "ours":
-        out = ours_run(problem, spec["sampler"], spec["settings"], spec["steps"])
-    else:
-        reuse = spec["code"] == "NumPyro, reused"
-        out = naive_run(problem, spec["sampler"], spec["settings"], spec["steps"], reuse)
-    counter["stop"]()
-    out["compilations"] = counter["n"]
+    with compile_stats() as stats:
+        if spec["code"] == "ours":
+            out = ours_run(problem, spec["sampler"], spec["settings"], spec["steps"])
+        else:
+            reuse = spec["code"] == "NumPyro, reused"
+            out = naive_run(problem, spec["sampler"], spec["settings"], spec["steps"], reuse)
+    out["compilations"] = stats["compilations"]
     out["params"] = problem[5]
     return out
-
-
-def in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     codes = ("ours", "NumPyro, fresh MCMC") + (() if a.quick else ("NumPyro, reused",))
     # --quick measures in this process (seconds): the first code then pays for the eager
     # compilations both share, so its totals are not comparable.
-    run = child if a.quick else in_subprocess
+    run = child if a.quick else partial(in_subprocess, __file__)
     for sampler in samplers:
         spec = {
             "sampler": sampler,

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 import time
 from typing import Any
 
-from _common import RESULTS, ROOT, digits_problem, hidden_for, median, parser, print_table
+from _common import RESULTS, digits_problem, hidden_for, in_subprocess, median, parser, print_table
 
 BYTES_PER_MB = 2**20
 
@@ -127,19 +125,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"configuration {spec} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def plot(rows: list[dict[str, Any]], path: Any) -> None:
     import matplotlib
 
@@ -205,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     for sweep, cfg in configs:
         spec = {**common, **cfg}
         # --quick measures in this process: seconds matter more than separate peaks.
-        row = measure(spec) if a.quick else in_subprocess(spec)
+        row = measure(spec) if a.quick else in_subprocess(__file__, spec)
         row["sweep"] = sweep
         rows.append(row)
         print(
