@@ -73,7 +73,8 @@ def logistic(X, y=None):
 def logistic_subsampled(X, y=None, batch_size=8):
     w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0))
     with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
-        numpyro.sample("y", dist.Bernoulli(logits=X[idx] @ w), obs=None if y is None else y[idx])
+        X_batch, y_batch = jnp.asarray(X)[idx], None if y is None else jnp.asarray(y)[idx]
+        numpyro.sample("y", dist.Bernoulli(logits=X_batch @ w), obs=y_batch)
 
 
 # -- partial pooling (baseball-like): Beta latents in a plate, Pareto concentration -------
