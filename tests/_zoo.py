@@ -136,6 +136,27 @@ def change_point(counts):
         numpyro.sample("counts", dist.Poisson(rate), obs=counts)
 
 
+# -- all of it in one model: the smoke test of every sampler and both heat methods --------
+G, N_H, D_H = 3, 24, 2
+GROUP_H = np.arange(N_H, dtype=np.int32) % G
+X_H = _rng.normal(size=(N_H, D_H)).astype(np.float32)
+Y_H = (X_H @ np.array([1.0, -0.5]) + np.array([-1.0, 0.0, 1.0])[GROUP_H]).astype(np.float32)
+Y_H += 0.3 * _rng.normal(size=N_H).astype(np.float32)
+
+
+def hierarchical(X, group, y=None):
+    """Group intercepts (non-centred), a vector slope with batch dims, two scales."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    with numpyro.plate("groups", G), numpyro.handlers.reparam(config={"alpha": LocScaleReparam(0)}):
+        alpha = numpyro.sample("alpha", dist.Normal(mu, tau))
+    w = numpyro.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    mean = numpyro.deterministic("mean", alpha[group] + X @ w)
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(mean, sigma), obs=y)
+
+
 ZOO: dict[str, Case] = {
     "eight_schools": Case(
         eight_schools,
@@ -200,5 +221,13 @@ ZOO: dict[str, Case] = {
         {"lambda1": (), "lambda2": (), "tau": ()},
         ("rate",),
         ("counts",),
+    ),
+    "hierarchical": Case(
+        hierarchical,
+        (X_H, GROUP_H),
+        {"y": Y_H},
+        {"mu": (), "tau": (), "alpha_decentered": (G,), "w": (D_H,), "sigma": ()},
+        ("alpha", "mean"),
+        ("y",),
     ),
 }
