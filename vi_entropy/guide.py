@@ -28,7 +28,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 from vi_entropy.tilted import BATCH_KEY, CENTRE, TAU, TiltedPosterior
 
-__all__ = ["GaussianGuide", "PREFIX"]
+__all__ = ["GaussianGuide"]
 
 #: Prefix of the guide's parameter names (NumPyro's autoguides use ``"auto"``).
 PREFIX = "_vi"
