@@ -228,6 +228,15 @@ def test_sites_named_like_ours_are_the_sites(scheme_name):
             assert not np.allclose(regularized, traj["regularized_loss"].values)
 
 
+@pytest.mark.parametrize("scheme_name", ["le", "hr"])
+def test_info_and_trace_keys_are_ours_whatever_the_model(scheme_name):
+    """``result.info`` / ``result.trace`` hold our quantities only, never one per site."""
+    (_, a), (_, b) = run("eight_schools", scheme_name), run("named_like_ours", scheme_name)
+    assert set(a.info) == set(b.info)
+    assert set(a.trace) == set(b.trace)
+    assert a.trace["centre"].shape == (NUM_STEPS + 1, 10)  # flat: mu, tau, theta[8]
+
+
 def test_nuts_posterior_has_the_original_sites_of_reparameterized_ones():
     """``alpha = mu + tau * alpha_decentered`` and ``mean``, draw by draw, under NUTS."""
     case = ZOO["hierarchical"]

@@ -235,7 +235,9 @@ class TiltedPosterior:
     After :meth:`setup` the instance knows the latent sites and offers ``potential``
     (``f`` of a flat unconstrained vector), ``tilted_potential``
     (``f(u) + |u − x_k|²/(2τ)``, the potential of ``φ_k``), ``constrain`` and
-    ``unconstrain``.  ``model_kwargs`` builds the keyword arguments of
+    ``unconstrain``, and ``constrain_all`` (latent and deterministic sites); it keeps
+    the trace of ``setup`` as ``prototype_trace`` (the model's plates and supports, read
+    by :class:`~vi_entropy.GaussianGuide`).  ``model_kwargs`` builds the keyword arguments of
     :attr:`tilted_model` for a centre and ``τ``.
 
     Example
