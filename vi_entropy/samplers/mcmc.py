@@ -141,6 +141,7 @@ _OPTION_RULES: dict[str, Callable[[str, object], object]] = {
     "batch_size": _optional(check.count),
     "rho": check.unit_interval,
     "adapt_rho": check.flag,
+    "rho_gain": lambda n, v: check.positive_float(n, v, allow_zero=True),
     "max_shrinks": lambda n, v: check.count(n, v, minimum=0),
 }
 # Rules that differ from the table above for one sampler.

@@ -171,6 +171,12 @@ class PCN(GaussianReferenceKernel):
         ``logit ρ``, per chain); ``ρ`` is then kept.
     adapt_rho : bool, default True
         Adapt ``ρ`` during warm-up.
+    rho_gain : float, default 0.0
+        After warm-up, keep adapting: ``logit ρ ← logit ρ + rho_gain · (accept_prob −
+        target_accept_prob)`` at every transition (Robbins-Monro with a constant gain).
+        ``0`` keeps ``ρ`` fixed, which makes the chain a Markov chain; within local
+        entropy the target moves every outer step, and a small gain (e.g. 0.05) lets
+        ``ρ`` follow it at no cost in evaluations.
     reference_loc, reference_scale : float or 1-d array, optional
         ``m`` and ``s`` of the reference.  Default: ``N(x_k, τI)`` on a tilted model
         (:func:`~vi_entropy.tilt_model`), else ``N(0, I)`` in the unconstrained space.
@@ -199,6 +205,7 @@ class PCN(GaussianReferenceKernel):
         rho: float = 0.2,
         target_accept_prob: float = 0.25,
         adapt_rho: bool = True,
+        rho_gain: float = 0.0,
         reference_loc: Any = None,
         reference_scale: Any = None,
         init_strategy: Callable = init_to_uniform,
@@ -207,6 +214,7 @@ class PCN(GaussianReferenceKernel):
         self.rho = check.unit_interval("rho", rho)
         self.target_accept_prob = check.open_unit_interval("target_accept_prob", target_accept_prob)
         self.adapt_rho = check.flag("adapt_rho", adapt_rho)
+        self.rho_gain = check.positive_float("rho_gain", rho_gain, allow_zero=True)
         self._adaptation = rho_adaptation(self.rho, self.target_accept_prob)
 
     def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Any) -> PCNState:
@@ -232,6 +240,13 @@ class PCN(GaussianReferenceKernel):
             warm = state.i < self._num_warmup
             rho = jnp.where(warm, new_rho, rho).astype(state.rho.dtype)
             adapt_state = jax.tree.map(lambda a, b: jnp.where(warm, a, b), new_adapt, adapt_state)
+        if self.rho_gain > 0:
+            logit = jnp.log(rho) - jnp.log1p(-rho)
+            followed = jax.nn.sigmoid(
+                logit + self.rho_gain * (accept_prob - self.target_accept_prob)
+            )
+            after = state.i >= self._num_warmup if self.adapt_rho else True
+            rho = jnp.where(after, followed, rho).astype(state.rho.dtype)
         return PCNState(state.i + 1, unravel(x), pe, accept_prob, rho, adapt_state, key)
 
     def get_diagnostics_str(self, state: PCNState) -> str:
