@@ -17,9 +17,8 @@ reaching ``θ'`` from ``θ`` in ``k`` shrinks equals that of the way back, since
 the same brackets (Neal 2003, §4.2), so stopping after ``k ≤ K`` shrinks and staying
 otherwise is a mixture of reversible moves.  Why not BlackJAX's ``elliptical_slice``:
 its loop has no cap (under ``vmap`` every chain waits for the slowest, and dozens of
-shrinks occur), it accepts a proposal whose log density is NaN (the loop's test
-``NaN <= level`` is false), and it updates the momentum too, twice the vector work per
-evaluation; see ``docs/benchmarks.md``.
+shrinks occur), and it accepts a proposal whose log density is NaN (the loop's test
+``NaN <= level`` is false); see ``docs/benchmarks.md``.
 
 The core is pure (:func:`elliptical_slice_kernel`, on flat vectors);
 :class:`EllipticalSlice` is the NumPyro ``MCMCKernel`` around it.
