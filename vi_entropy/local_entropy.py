@@ -69,8 +69,9 @@ class LocalEntropy(TwoStepScheme):
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
         (default ``False``); :class:`~vi_entropy.samplers.SGLD`'s ``step_size``
         (default ``0.1 τ``) and ``noise_scale`` (default 1); :class:`~vi_entropy.PCN`'s
-        ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25) and
-        ``adapt_rho`` (default ``True``); :class:`~vi_entropy.EllipticalSlice`'s
+        ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25),
+        ``adapt_rho`` (during warm-up, default ``True``) and ``rho_gain`` (keep adapting
+        after warm-up, default 0); :class:`~vi_entropy.EllipticalSlice`'s
         ``max_shrinks`` (default 16); for importance sampling, ``batch_size`` (proposals
         evaluated at a time, default all).
     averaging : {"arithmetic", "exponential"}, default "arithmetic"
