@@ -36,6 +36,10 @@ SCHEMES = {
     "le-hmc": partial(LocalEntropy, sampler="hmc", num_chains=2, num_samples=3, num_warmup=3),
     "le-sa": partial(LocalEntropy, sampler="sa", num_chains=2, num_samples=3, num_warmup=3),
     "le-sgld": partial(LocalEntropy, sampler="sgld", num_chains=2, num_samples=3, num_warmup=3),
+    "le-pcn": partial(LocalEntropy, sampler="pcn", num_chains=2, num_samples=3, num_warmup=3),
+    "le-elliptical_slice": partial(
+        LocalEntropy, sampler="elliptical_slice", num_chains=2, num_samples=3, num_warmup=3
+    ),
     # Eight proposals from far away: degenerate weights, which is not what this tests.
     "le-importance": partial(LocalEntropy, sampler="importance", num_samples=8, ess_threshold=None),
     "le-nuts-readapt": partial(

@@ -39,6 +39,10 @@ EXPECTED_FAULT = {
     "le-sa": Fault.NONFINITE_STATE,
     # a NaN gradient moves the chains to NaN
     "le-sgld": Fault.NONFINITE_DRAWS | Fault.NONFINITE_STATE,
+    # refresh() caches a NaN potential; pCN rejects every proposal, elliptical slice
+    # finds no point on the (NaN) slice and stays: the chains do not move
+    "le-pcn": Fault.NONFINITE_STATE,
+    "le-elliptical_slice": Fault.NONFINITE_STATE,
     "le-importance": Fault.ZERO_WEIGHTS | Fault.NONFINITE_PROPOSAL,
     # stable_update skips every inner step: the guide keeps its old mean
     "hr-svi": Fault.NONFINITE_LOSS,

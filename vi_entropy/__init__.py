@@ -24,7 +24,7 @@ from vi_entropy.faults import Fault
 from vi_entropy.gaussian_fit import GaussianGuide, moment_match
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
-from vi_entropy.samplers import SA, SGLD
+from vi_entropy.samplers import PCN, SA, SGLD, EllipticalSlice
 from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
@@ -50,9 +50,11 @@ def __getattr__(name: str):
 __public_modules__ = ("diagnostics", "samplers", "data", "models", "experiment")
 
 __all__ = [
+    "PCN",
     "SA",
     "SGLD",
     "CheckpointError",
+    "EllipticalSlice",
     "Estimate",
     "Fault",
     "GaussianGuide",
