@@ -14,6 +14,7 @@ from vi_entropy.checkpoint import CheckpointError
 # top-level `local_entropy` would shadow the module `vi_entropy.local_entropy`.
 from vi_entropy.diagnostics import Estimate, MonotonicityReport, monotonicity
 from vi_entropy.driver import (
+    OuterOptimState,
     RejectedStepsError,
     RunResult,
     TwoStepScheme,
@@ -61,6 +62,7 @@ __all__ = [
     "HeatRegularization",
     "LocalEntropy",
     "MonotonicityReport",
+    "OuterOptimState",
     "RejectedStepsError",
     "RunResult",
     "TiltedPosterior",

@@ -2,7 +2,8 @@
 
 Every outer step ``k``: (1) shift: form the tilted posterior ``φ_k`` around ``x_k``;
 (2) fit ``N(m, τI)`` to it (the subclass's step 2); then
-``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping).
+``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping), or,
+with ``outer_optim`` (our extension), an Optax step on the direction ``(x_k − m)/τ``.
 
 The driver mirrors :class:`numpyro.infer.SVI`: :meth:`~TwoStepScheme.init`,
 :meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import optax
 from jax import random
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
@@ -93,6 +95,32 @@ class TwoStepState(NamedTuple):
     rng_key: jax.Array
     num_rejected: jax.Array
     num_rejected_total: jax.Array = np.int32(0)
+
+
+class OuterOptimState(NamedTuple):
+    """``state.inner`` of a scheme given an ``outer_optim`` (our extension; a pytree).
+
+    - **inner** - the step-2 state (what ``state.inner`` holds without ``outer_optim``).
+    - **opt_state** - the outer optimizer's state (e.g. Adam's moments and count).
+
+    Checkpoints save both; a rejected outer step leaves both as they were.
+
+    Example
+    -------
+    >>> import jax, optax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   outer_optim=optax.adam(0.1), progress_bar=False)
+    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
+    >>> type(state.inner).__name__, int(state.inner.opt_state[0].count)
+    ('OuterOptimState', 0)
+    """
+
+    inner: Any
+    opt_state: Any
 
 
 class RunResult(NamedTuple):
@@ -295,6 +323,17 @@ class TwoStepScheme:
         Inverse temperature: the loss is ``f = beta * U``.
     alpha : float, default 1.0
         Damping ``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; our extension).
+    outer_optim : optax.GradientTransformation, optional
+        Our extension: move the centre by this Optax optimizer instead, fed the
+        direction ``g_k = (x_k − m_k)/τ_k`` (``= ∇F_τ(x_k)`` for local entropy; for heat
+        regularization the same expression of its fitted mean) on the flat
+        unconstrained centre, ``x_{k+1} = x_k + u_k`` with ``u_k`` the optimizer's update.
+        ``None`` (the default) is the paper's step ``x_{k+1} = m_k``, which
+        ``optax.sgd(tau)`` reproduces up to rounding; Entropy-SGD puts Nesterov momentum
+        there (``optax.sgd(lr, momentum=0.9, nesterov=True)``), and ``optax.adam(lr)`` is
+        another choice.  Its state lives in ``state.inner`` (an :class:`OuterOptimState`),
+        is checkpointed and compiled with the step; only ``alpha=1`` combines with it
+        (put any damping into the optimizer's learning rate).
     init_strategy : callable, default ``init_to_median``
         NumPyro init strategy for the first centre when ``init_params`` is not given.
     progress_bar : bool, default True
@@ -347,6 +386,7 @@ class TwoStepScheme:
         *,
         beta: float = 1.0,
         alpha: float = 1.0,
+        outer_optim: optax.GradientTransformation | None = None,
         init_strategy: Callable = init_to_median,
         progress_bar: bool = True,
         max_rejections: int = 10,
@@ -361,6 +401,7 @@ class TwoStepScheme:
         self.tau = check.schedule("tau", tau)
         self.beta = check.positive_float("beta", beta)
         self.alpha = check.unit_interval("alpha", alpha)
+        self.outer_optim = _check_outer_optim(outer_optim, self.alpha, type(self).__name__)
         self.init_strategy = check.function(
             "init_strategy", init_strategy, "a NumPyro init strategy such as init_to_median"
         )
@@ -444,7 +485,10 @@ class TwoStepScheme:
         args, kwargs = merge_args(self._place_args(dynamic), static)
         key_inner, key_batch = random.split(rng_key)
         tau = self.tau_at(0, centre.dtype)
-        return self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
+        inner = self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
+        if self.outer_optim is None:
+            return inner
+        return OuterOptimState(inner, self.outer_optim.init(centre))
 
     def _update_impl(
         self, state: TwoStepState, dynamic: list, static: _Static, with_draws: bool = True
@@ -452,10 +496,26 @@ class TwoStepScheme:
         args, kwargs = merge_args(self._place_args(dynamic), static)
         key, key_step, key_batch = random.split(state.rng_key, 3)
         tau = self.tau_at(state.step, state.centre.dtype)
+        outer = self.outer_optim is not None
         mean, inner, info, draws = self._step2(
-            state.inner, key_step, state.centre, tau, args, kwargs, key_batch, with_draws
+            state.inner.inner if outer else state.inner,
+            key_step,
+            state.centre,
+            tau,
+            args,
+            kwargs,
+            key_batch,
+            with_draws,
         )
-        proposal = (1 - self.alpha) * state.centre + self.alpha * mean
+        if outer:
+            # Our extension: an Optax step on the direction ∇F_τ(x_k) = (x_k − m_k)/τ_k.
+            updates, opt_state = self.outer_optim.update(
+                (state.centre - mean) / tau, state.inner.opt_state, state.centre
+            )
+            proposal = optax.apply_updates(state.centre, updates)
+            inner = OuterOptimState(inner, opt_state)
+        else:
+            proposal = (1 - self.alpha) * state.centre + self.alpha * mean
         info = dict(info)
         fault = info.pop("fault", jnp.int32(0))
         fault = fault | flag(~jnp.all(jnp.isfinite(proposal)), Fault.NONFINITE_PROPOSAL)
@@ -477,6 +537,8 @@ class TwoStepScheme:
         if self.sharding.active:
             # Same placement in as out, so that step k + 1 reuses step k's compilation.
             whole = self.sharding.constrain_replicated
+            if outer:
+                inner = OuterOptimState(inner.inner, whole(inner.opt_state))
             new_state = TwoStepState(whole(new_state.centre), inner, *whole(new_state[2:]))
             info = whole(info)
         return new_state, info, draws
@@ -864,11 +926,14 @@ class TwoStepScheme:
     def _checkpoint_structure(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this scheme."""
         model = getattr(self.model, "__qualname__", None) or type(self.model).__name__
-        return {
+        structure = {
             "scheme": type(self).__name__,
             "model": model,
             "sites": {k: [list(s.shape), str(s.dtype)] for k, s in self.tilted.sites.items()},
         }
+        if self.outer_optim is not None:  # absent otherwise: older checkpoints still match
+            structure["outer_optim"] = True
+        return structure
 
     def _checkpoint_options(self) -> dict[str, Any]:
         """Settings a resumed run may change (reported if they differ)."""
@@ -1032,6 +1097,24 @@ class TwoStepScheme:
                 f"{type(self).__name__}: call init(rng_key, *args) or run(...) first, so "
                 "the model's latent sites are known."
             )
+
+
+def _check_outer_optim(outer_optim: Any, alpha: float, owner: str) -> Any:
+    """``outer_optim``: ``None`` or an Optax ``GradientTransformation``, with ``alpha=1``."""
+    if outer_optim is None:
+        return None
+    if not isinstance(outer_optim, optax.GradientTransformation):
+        raise TypeError(
+            f"{owner}: outer_optim: expected an Optax GradientTransformation (e.g. "
+            f"optax.adam(1e-2)) or None, got {type(outer_optim).__name__}."
+        )
+    if alpha != 1.0:
+        raise ValueError(
+            f"{owner}: alpha={alpha!r} damps the default outer step only; with outer_optim "
+            "give alpha=1 and put the damping into the optimizer's learning rate "
+            "(optax.sgd(alpha * tau) is the damped step)."
+        )
+    return outer_optim
 
 
 def _default_track_every(info: Mapping[str, Any], track_samples: int) -> int:

@@ -89,7 +89,7 @@ class LocalEntropy(TwoStepScheme):
         when there are several); see ``docs/scaling.md``.
     shard_data : bool, default False
         Split the rows of the model's data arguments over the devices instead.
-    beta, alpha, init_strategy, progress_bar, max_rejections
+    beta, alpha, outer_optim, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
     Notes
