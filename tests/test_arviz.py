@@ -39,6 +39,7 @@ def test_groups_dims_and_names(nuts):
         "posterior",
         "sample_stats",
         "observed_data",
+        "centres",
         "trajectory",
         "step_stats",
     }
@@ -46,7 +47,8 @@ def test_groups_dims_and_names(nuts):
     w = idata.posterior["w"]
     assert w.dims == ("chain", "draw", "w_dim_0")
     assert w.shape == (4, 50, 5)
-    assert int(idata.posterior["step"]) == last
+    assert int(idata.posterior["outer_step"]) == last
+    assert "tilted posterior" in idata.posterior.attrs["draws_of"]
     # The draws themselves (w is unconstrained already).
     np.testing.assert_array_equal(w.values, np.asarray(result.draws[last].values))
     assert STAT_NAMES <= set(idata.sample_stats.data_vars)
@@ -56,28 +58,32 @@ def test_groups_dims_and_names(nuts):
         -np.asarray(result.draws[last].stats["potential_energy"]),
     )
     np.testing.assert_array_equal(idata.observed_data["y"].values, np.asarray(y))
+    centres = idata.centres
+    np.testing.assert_array_equal(centres["outer_step"].values, [0, 2, 4, 6, 8])
+    assert centres["w"].dims == ("outer_step", "w_dim_0")
+    np.testing.assert_array_equal(centres["w"].values, np.asarray(result.trace["centre"]))
     traj = idata.trajectory
-    np.testing.assert_array_equal(traj["step"].values, [0, 2, 4, 6, 8])
-    assert traj["w"].dims == ("step", "w_dim_0")
+    np.testing.assert_array_equal(traj["outer_step"].values, [0, 2, 4, 6, 8])
+    assert "w" not in traj  # site centres live in their own group
     for name in ("loss", "regularized_loss", "regularized_loss_se", "tau"):
-        assert traj[name].dims == ("step",)
+        assert traj[name].dims == ("outer_step",)
     assert traj.attrs["regularized_loss"] == "local_entropy"
     stats = idata.step_stats
-    np.testing.assert_array_equal(stats["step"].values, np.arange(NUM_STEPS))
+    np.testing.assert_array_equal(stats["outer_step"].values, np.arange(NUM_STEPS))
     for name in ("acceptance_rate", "num_divergent", "max_rhat", "min_ess", "num_grad_evals"):
-        assert stats[name].dims == ("step",)
+        assert stats[name].dims == ("outer_step",)
 
 
 def test_several_steps_get_a_step_dimension(nuts):
     le, result, args, _ = nuts
     idata = to_inference_data(result, le, steps=[2, 5], model_args=args)
     w = idata.posterior["w"]
-    assert w.dims == ("chain", "draw", "step", "w_dim_0")
-    np.testing.assert_array_equal(w["step"].values, [2, 5])
-    np.testing.assert_array_equal(w.sel(step=5).values, np.asarray(result.draws[5].values))
-    assert idata.sample_stats["acceptance_rate"].dims == ("chain", "draw", "step")
+    assert w.dims == ("chain", "draw", "outer_step", "w_dim_0")
+    np.testing.assert_array_equal(w["outer_step"].values, [2, 5])
+    np.testing.assert_array_equal(w.sel(outer_step=5).values, np.asarray(result.draws[5].values))
+    assert idata.sample_stats["acceptance_rate"].dims == ("chain", "draw", "outer_step")
     every = to_inference_data(result, le, steps="all", model_args=args)
-    assert every.posterior.sizes["step"] == NUM_STEPS
+    assert every.posterior.sizes["outer_step"] == NUM_STEPS
     with pytest.raises(ValueError, match="keep_draws"):
         to_inference_data(result, le, steps=[NUM_STEPS + 3], model_args=args)
 
@@ -105,12 +111,29 @@ def test_netcdf_round_trip(nuts, tmp_path):
         xr.testing.assert_equal(back[group], idata[group])
 
 
-def test_heat_regularization_has_no_posterior_but_a_trajectory():
+def test_heat_regularization_gets_draws_of_the_fitted_gaussian():
+    """No inner draws: the posterior holds draws of N(x_k, τI) at the final centre."""
     hr, result, args = hr_svi_run()
-    idata = to_inference_data(result, hr, model_args=args)
-    assert set(idata.groups()) == {"observed_data", "trajectory", "step_stats"}
+    idata = to_inference_data(result, hr, model_args=args, num_chains=2, num_draws=400)
+    assert set(idata.groups()) == {
+        "posterior",
+        "observed_data",
+        "centres",
+        "trajectory",
+        "step_stats",
+    }
+    assert "fitted Gaussian" in idata.posterior.attrs["draws_of"]
+    assert int(idata.posterior["outer_step"]) == NUM_STEPS
+    w = idata.posterior["w"].values  # w is unconstrained: draws of N(x_k, τ) per coordinate
+    assert w.shape == (2, 400, 5)
+    centre = np.asarray(result.params["w"])
+    se = np.sqrt(0.01 / 800)
+    np.testing.assert_array_less(np.abs(w.mean(axis=(0, 1)) - centre), 5 * se)
+    assert np.std(w, axis=(0, 1)) == pytest.approx(np.full(5, 0.1), rel=0.15)
     assert idata.trajectory.attrs["regularized_loss"] == "heat_loss"
     assert "elbo_loss" in idata.step_stats
+    summary = az.summary(idata)
+    assert list(summary.index) == [f"w[{i}]" for i in range(5)]
 
 
 def scale_model(X, y=None):
@@ -140,7 +163,7 @@ def test_importance_draws_are_constrained_and_resampled(linreg):
     weighted = w @ log_sigma
     se = np.sqrt(w**2 @ (log_sigma - weighted) ** 2)
     assert abs(np.log(sigma).mean() - weighted) < 5 * se
-    assert "trajectory" not in idata.groups()
+    assert "trajectory" not in idata.groups() and "centres" not in idata.groups()
 
 
 def test_datatree_branch_for_arviz_1(nuts, tmp_path, monkeypatch):

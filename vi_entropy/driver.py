@@ -1051,12 +1051,54 @@ class TwoStepScheme:
         self._require_setup()
         return self.tilted.constrain(state.centre)
 
+    def get_sites(self, state: TwoStepState, *args: Any, **kwargs: Any) -> dict[str, jax.Array]:
+        """The model's sites at the centre ``x_k`` of ``state``: latent and deterministic.
+
+        The latent sites as in :meth:`get_params`, and the model's
+        ``numpyro.deterministic`` sites computed at them, among them the original sites of
+        reparameterized ones (``theta`` beside ``theta_decentered`` under
+        ``LocScaleReparam``).  The model runs once, with the arguments given.
+
+        Parameters
+        ----------
+        state : TwoStepState
+            E.g. ``result.state``.
+        *args, **kwargs
+            The model's arguments, as given to ``run``.
+
+        Returns
+        -------
+        dict
+            Site name -> constrained value, for every latent and deterministic site.
+
+        Example
+        -------
+        >>> import jax, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer.reparam import LocScaleReparam
+        >>> from vi_entropy import LocalEntropy
+        >>> def model(y=None):
+        ...     with numpyro.handlers.reparam(config={"theta": LocScaleReparam(centered=0)}):
+        ...         theta = numpyro.sample("theta", dist.Normal(1.0, 2.0))
+        ...     numpyro.deterministic("theta_squared", theta**2)
+        ...     numpyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+        >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+        ...                   progress_bar=False)
+        >>> state = le.init(jax.random.PRNGKey(0), 2.0)
+        >>> sorted(le.get_params(state)), sorted(le.get_sites(state, 2.0))
+        (['theta_decentered'], ['theta', 'theta_decentered', 'theta_squared'])
+        """
+        self._require_setup()
+        return self.tilted.constrain_all(state.centre, args, kwargs)
+
     def get_guide_params(self, state: TwoStepState) -> dict[str, jax.Array]:
         """Parameters of :attr:`guide` for ``N(x_k, τ_k I)``, for ``Predictive``.
 
         ``Predictive(model, guide=scheme.guide, params=scheme.get_guide_params(state),
         num_samples=100)(rng_key, *args)`` draws parameters from the fitted Gaussian,
-        pushed through the model's constraints, and the model's predictions.
+        pushed through the model's constraints, and the model's predictions.  As with any
+        NumPyro guide, ``Predictive`` returns the sites the guide does not sample
+        (observations, deterministic sites) unless ``return_sites`` names the sites
+        wanted: pass ``return_sites=[...]`` with the latent sites too.
 
         Parameters
         ----------
@@ -1066,27 +1108,31 @@ class TwoStepScheme:
         Returns
         -------
         dict
-            ``"<site>_loc"`` (unconstrained centre of each site) and ``"tau"``.
+            ``"_vi_<site>_loc"`` (unconstrained centre of each latent site) and
+            ``"_vi_tau"``: prefixed, so they never meet the model's own site names.
 
         Example
         -------
         >>> import jax, numpyro, numpyro.distributions as dist
         >>> from vi_entropy import LocalEntropy
         >>> def model(y=None):
-        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        ...     tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+        ...     with numpyro.plate("groups", 3):
+        ...         mu = numpyro.sample("mu", dist.Normal(0.0, tau))
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
         >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
         ...                   progress_bar=False)
         >>> from numpyro.infer import Predictive
-        >>> result = le.run(jax.random.PRNGKey(0), 3, 2.0)
+        >>> y = jax.numpy.array([1.0, 2.0, 3.0])
+        >>> result = le.run(jax.random.PRNGKey(0), 3, y)
         >>> guide_params = le.get_guide_params(result.state)
         >>> sorted(guide_params)
-        ['mu_loc', 'tau']
+        ['_vi_mu_loc', '_vi_tau', '_vi_tau_loc']
         >>> predictive = Predictive(model, guide=le.guide, params=guide_params,
-        ...                         num_samples=10, return_sites=["mu", "y"])
+        ...                         num_samples=10, return_sites=["tau", "mu", "y"])
         >>> draws = predictive(jax.random.PRNGKey(1))
-        >>> draws["mu"].shape, draws["y"].shape
-        ((10,), (10,))
+        >>> draws["tau"].shape, draws["mu"].shape, draws["y"].shape
+        ((10,), (10, 3), (10, 3))
         """
         self._require_setup()
         return self.guide.params(state.centre, self.tau_at(state.step, state.centre.dtype))

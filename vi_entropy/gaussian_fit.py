@@ -4,7 +4,7 @@
   of ``φ_k`` (moment matching), estimated from draws: :func:`moment_match`.
 * Heat regularization minimizes the reverse KL ``KL(N(m, τI) ‖ φ_k)``, i.e. the proximal
   step ``argmin_m f_τ(m) + |m - x_k|²/(2τ)``: by NumPyro ``SVI`` on the tilted model with
-  :class:`GaussianGuide` (:class:`SVIFit`), or by Robbins-Monro on ``m``
+  :class:`~vi_entropy.guide.GaussianGuide` (:class:`SVIFit`), or by Robbins-Monro on ``m``
   (:class:`RobbinsMonroFit`, the paper's Algorithm 5).
 """
 
@@ -15,16 +15,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpyro
-import numpyro.distributions as dist
 from jax import lax, random
-from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
 from numpyro.infer import SVI, Trace_ELBO
 
 from vi_entropy.faults import Fault, flag
+from vi_entropy.guide import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.sharding import BatchSharding
-from vi_entropy.tilted import CENTRE, TAU, TiltedPosterior
+from vi_entropy.tilted import TiltedPosterior
 
 AVERAGING = ("arithmetic", "exponential")
 
@@ -125,70 +123,6 @@ def running_average(averaging: str = "arithmetic", ema_decay: float = 0.75) -> R
     raise ValueError(f"averaging: expected one of {AVERAGING}, got {averaging!r}.")
 
 
-class GaussianGuide:
-    """The fitted Gaussian ``N(loc, τI)`` as a NumPyro guide.
-
-    It lives in the model's unconstrained space and is pushed through each latent site's
-    bijection (as NumPyro's ``AutoNormal`` does), so ``Predictive`` gives draws of the
-    constrained parameters and of the model's predictions.  Its parameters are
-    ``"<site>_loc"`` (unconstrained) and ``"tau"``; get them for a state with
-    ``scheme.get_guide_params(state)``.
-
-    Parameters
-    ----------
-    tilted : TiltedPosterior
-        The flat view of the model (set up); gives the sites and their bijections.
-
-    Example
-    -------
-    >>> import jax, numpyro, numpyro.distributions as dist
-    >>> from numpyro.infer import Predictive
-    >>> from vi_entropy import LocalEntropy
-    >>> def model():
-    ...     numpyro.sample("s", dist.LogNormal(0.0, 1.0))
-    >>> le = LocalEntropy(model, tau=0.01, sampler="importance", num_samples=100,
-    ...                   progress_bar=False)
-    >>> state = le.init(jax.random.PRNGKey(0))
-    >>> draws = Predictive(model, guide=le.guide, params=le.get_guide_params(state),
-    ...                    num_samples=500, return_sites=["s"])(jax.random.PRNGKey(1))
-    >>> bool((draws["s"] > 0).all())  # N(x, τ) on log s, pushed through exp
-    True
-    """
-
-    def __init__(self, tilted: TiltedPosterior) -> None:
-        self.tilted = tilted
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        centre = kwargs.get(CENTRE)
-        tau = kwargs.get(TAU)
-        if tau is None:
-            tau = numpyro.param("tau", None)
-            if tau is None:
-                raise ValueError(
-                    "guide: no 'tau' parameter; pass params=scheme.get_guide_params(state)."
-                )
-        scale = jnp.sqrt(tau)
-        for name, site in self.tilted.sites.items():
-            loc = numpyro.param(f"{name}_loc", None if centre is None else centre[name])
-            if loc is None:
-                raise ValueError(
-                    f"guide: no '{name}_loc' parameter; pass params=scheme.get_guide_params(state)."
-                )
-            base = dist.Normal(loc, scale).to_event(jnp.ndim(loc))
-            t = site.transform
-            identity = isinstance(t, IdentityTransform) or (
-                isinstance(t, IndependentTransform)
-                and isinstance(t.base_transform, IdentityTransform)
-            )
-            numpyro.sample(name, base if identity else dist.TransformedDistribution(base, t))
-
-    def params(self, centre: jax.Array, tau: Any) -> dict[str, jax.Array]:
-        """Guide parameters for a flat unconstrained centre and a variance ``τ``."""
-        out = {f"{k}_loc": v for k, v in self.tilted.unravel(centre).items()}
-        out["tau"] = jnp.asarray(tau)
-        return out
-
-
 class SVIFit:
     """Reverse-KL fit by NumPyro ``SVI`` (``Trace_ELBO``) of :class:`GaussianGuide`.
 
@@ -247,7 +181,7 @@ class SVIFit:
 
         state, losses = lax.scan(body, state, None, length=self.num_inner_steps)
         params = self.svi.get_params(state)
-        mean = self.tilted.ravel({k: params[f"{k}_loc"] for k in self.tilted.sites})
+        mean = self.tilted.ravel({k: params[self.guide.loc_name(k)] for k in self.tilted.sites})
         evals = self.num_inner_steps * self.num_particles
         info = {
             "elbo_loss": losses[-1],

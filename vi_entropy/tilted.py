@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.util import potential_energy, transform_fn
+from numpyro.infer.util import constrain_fn, potential_energy, transform_fn
 
 # Keyword arguments the tilted model takes on top of the model's own.  They start with
 # ``_vi_`` so they cannot collide with a user's keyword names.
@@ -154,21 +154,38 @@ def _init_or_explain(site: Mapping[str, Any]) -> Any:
         raise _no_bijection(site["name"], site["fn"].support) from err
 
 
-def inspect_model(
+def trace_model(
     model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], rng_key: Any
+) -> dict[str, Any]:
+    """One trace of ``model``, its latent sites at NumPyro MCMC's initial values.
+
+    This is the prototype trace (as NumPyro's autoguides keep one): the model's sites,
+    plates and supports, from which :func:`inspect_model` and the fitted guide read the
+    model's structure.
+    """
+    # Values as NumPyro's MCMC initializes them, so improper priors trace too.
+    seeded = handlers.substitute(
+        handlers.seed(model, rng_seed=rng_key), substitute_fn=_init_or_explain
+    )
+    return handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
+
+
+def inspect_model(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    rng_key: Any,
+    tr: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, SiteInfo], bool]:
-    """Trace ``model`` once and describe its latent sites.
+    """Trace ``model`` once (or read the trace ``tr``) and describe its latent sites.
 
     Returns ``(sites, subsamples)``: the latent sites' :class:`SiteInfo` and whether the
     model subsamples a plate.  Raises
     ``ValueError`` for models this package cannot tilt: discrete latent sites, no latent
     sites, latent sites local to a subsampled plate, or supports without a bijection.
     """
-    # Values as NumPyro's MCMC initializes them, so improper priors trace too.
-    seeded = handlers.substitute(
-        handlers.seed(model, rng_seed=rng_key), substitute_fn=_init_or_explain
-    )
-    tr = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
+    if tr is None:
+        tr = trace_model(model, model_args, model_kwargs, rng_key)
     sites: dict[str, SiteInfo] = {}
     subsampled_plates = set()
     for name, site in tr.items():
@@ -218,7 +235,9 @@ class TiltedPosterior:
     After :meth:`setup` the instance knows the latent sites and offers ``potential``
     (``f`` of a flat unconstrained vector), ``tilted_potential``
     (``f(u) + |u − x_k|²/(2τ)``, the potential of ``φ_k``), ``constrain`` and
-    ``unconstrain``.  ``model_kwargs`` builds the keyword arguments of
+    ``unconstrain``, and ``constrain_all`` (latent and deterministic sites); it keeps
+    the trace of ``setup`` as ``prototype_trace`` (the model's plates and supports, read
+    by :class:`~vi_entropy.GaussianGuide`).  ``model_kwargs`` builds the keyword arguments of
     :attr:`tilted_model` for a centre and ``τ``.
 
     Example
@@ -244,6 +263,8 @@ class TiltedPosterior:
         self.tilted_model = tilt_model(model, self.beta)
         self.sites: dict[str, SiteInfo] = {}
         self.subsamples = False
+        #: The trace of :meth:`setup` (NumPyro's autoguides call it the prototype trace).
+        self.prototype_trace: dict[str, Any] | None = None
         self._unravel: Callable[[jax.Array], dict[str, jax.Array]] | None = None
         self.dim = 0
         self.dtype: Any = None
@@ -251,7 +272,10 @@ class TiltedPosterior:
     # -- set-up -------------------------------------------------------------------------
     def setup(self, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
         """Trace the model once and record its latent sites."""
-        self.sites, self.subsamples = inspect_model(self.model, model_args, model_kwargs, rng_key)
+        self.prototype_trace = trace_model(self.model, model_args, model_kwargs, rng_key)
+        self.sites, self.subsamples = inspect_model(
+            self.model, model_args, model_kwargs, rng_key, self.prototype_trace
+        )
         flat, self._unravel = ravel_pytree(
             {k: jnp.zeros(s.unconstrained_shape, s.dtype) for k, s in self.sites.items()}
         )
@@ -275,6 +299,22 @@ class TiltedPosterior:
     def constrain(self, flat: jax.Array) -> dict[str, jax.Array]:
         """Flat unconstrained vector -> dict of constrained site values."""
         return transform_fn(self.inv_transforms, self.unravel(flat))
+
+    def constrain_all(
+        self, flat: jax.Array, model_args: tuple, model_kwargs: Mapping[str, Any]
+    ) -> dict[str, jax.Array]:
+        """Flat unconstrained vector -> constrained latent sites and deterministic sites.
+
+        The model is run once at these values (NumPyro's ``constrain_fn`` with
+        ``return_deterministic=True``), so the result also holds its
+        ``numpyro.deterministic`` sites, among them the original sites of reparameterized
+        ones (``theta`` beside ``theta_decentered`` under ``LocScaleReparam``).  Under
+        ``jax.vmap`` it maps a batch of draws.
+        """
+        model = handlers.seed(self.model, rng_seed=0)  # a key for subsampled plates
+        return constrain_fn(
+            model, model_args, dict(model_kwargs), self.unravel(flat), return_deterministic=True
+        )
 
     def unconstrain(self, params: Mapping[str, Any]) -> jax.Array:
         """Dict of constrained site values -> flat unconstrained vector."""
