@@ -18,6 +18,8 @@ from vi_entropy.driver import TwoStepScheme
 from vi_entropy.gaussian_fit import ESTIMATORS, RobbinsMonroFit, SVIFit
 
 METHODS = ("svi", "robbins_monro")
+# Other names of the methods: "rm" is how the docs and the paper abbreviate Robbins-Monro.
+METHOD_ALIASES = {"rm": "robbins_monro", "robbins-monro": "robbins_monro"}
 
 
 class HeatRegularization(TwoStepScheme):
@@ -34,7 +36,7 @@ class HeatRegularization(TwoStepScheme):
         NumPyro model with continuous latent sites.
     tau : float or callable, default 1e-2
         Variance ``τ``, or a schedule ``step -> τ``.
-    method : {"svi", "robbins_monro"}, default "svi"
+    method : {"svi", "robbins_monro" (or "rm")}, default "svi"
         ``"svi"``: NumPyro ``SVI`` with ``Trace_ELBO`` on the tilted model and the guide
         :class:`~vi_entropy.gaussian_fit.GaussianGuide`, warm-started from the previous
         step (guide means and optimizer state carried over).  ``"robbins_monro"``: the
@@ -96,7 +98,10 @@ class HeatRegularization(TwoStepScheme):
         estimator: str = "gradient",
         **driver_kwargs: Any,
     ) -> None:
+        check.keywords(type(self), driver_kwargs)
         super().__init__(model, tau, **driver_kwargs)
+        if isinstance(method, str):
+            method = METHOD_ALIASES.get(method.lower(), method.lower())
         self.method = check.choice("method", method, METHODS)
         if optim is not None and self.method != "svi":
             raise ValueError("optim: only used with method='svi'.")

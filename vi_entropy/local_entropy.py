@@ -128,6 +128,7 @@ class LocalEntropy(TwoStepScheme):
         ess_threshold: float | None = 0.01,
         **driver_kwargs: Any,
     ) -> None:
+        check.keywords(type(self), driver_kwargs)
         super().__init__(model, tau, **driver_kwargs)
         if isinstance(sampler, str):
             if sampler.lower() not in SAMPLERS:
