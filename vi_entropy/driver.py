@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax import random
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
@@ -35,7 +35,12 @@ from tqdm.auto import trange
 
 from vi_entropy import _validation as check
 from vi_entropy import checkpoint as checkpoint_io
-from vi_entropy.diagnostics import Estimate, potential_with_batches, smoothed_losses
+from vi_entropy.diagnostics import (
+    Estimate,
+    bulk_effective_sample_size,
+    potential_with_batches,
+    smoothed_losses,
+)
 from vi_entropy.faults import Fault, advise, all_finite, describe, flag
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
@@ -139,7 +144,8 @@ class RunResult(NamedTuple):
             return "(" + ", ".join(map(str, np.shape(x))) + ")"
 
         sites = ", ".join(f"{k}{shape(v)}" for k, v in self.params.items())
-        steps = int(np.asarray(jax.device_get(self.state.step)))
+        step = getattr(self.state, "step", None)
+        steps = None if step is None else int(np.asarray(jax.device_get(step)))
         trace = self.trace or {}
         tracked = len(next(iter(trace.values()))) if trace else 0
         kept = sorted(self.draws)
@@ -302,9 +308,9 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
 
     ``max_rhat``: the largest split R-hat over coordinates
     (:func:`numpyro.diagnostics.split_gelman_rubin`, needs 4 draws per chain);
-    ``min_ess``: the smallest effective sample size over coordinates, all chains
-    together (:func:`numpyro.diagnostics.effective_sample_size`, NumPyro's estimator,
-    without ArviZ's rank normalization).  Models with more than
+    ``min_ess``: the smallest bulk effective sample size over coordinates, all chains
+    together (:func:`~vi_entropy.diagnostics.bulk_effective_sample_size`: ArviZ's
+    ``ess(method="bulk")``, rank-normalized split chains; never negative).  Models with more than
     ``DIAGNOSED_COORDINATES`` (1000) unconstrained coordinates are diagnosed on that
     many, evenly spaced, so the worst value is over that subset.  ``NaN`` when there
     are too few draws.  Importance draws (weighted) get neither: their ESS is
@@ -321,7 +327,7 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
         return {"max_rhat": np.nan, "min_ess": np.nan}
     with np.errstate(invalid="ignore", divide="ignore"):
         rhat = split_gelman_rubin(values)
-        ess = effective_sample_size(values)
+        ess = bulk_effective_sample_size(values)
     # A coordinate that never moved (all draws equal) has no R-hat; it is not "worst".
     return {
         "max_rhat": float(np.nanmax(rhat)) if np.any(np.isfinite(rhat)) else np.nan,
