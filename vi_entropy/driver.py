@@ -468,6 +468,10 @@ class TwoStepScheme:
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
+        # The last update's info (checked for a rejection at the next call) and the
+        # faults update has warned about.
+        self._last_update_info: dict | None = None
+        self._update_warned: set[Fault] = set()
         self._template: tuple[Any, TwoStepState] | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
         self._update_jit = jax.jit(self._update_impl, static_argnames=("static", "with_draws"))
@@ -713,7 +717,11 @@ class TwoStepScheme:
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``.
 
-        Compiled once: the centre, ``τ`` and the array arguments are traced.
+        Compiled once: the centre, ``τ`` and the array arguments are traced (see
+        ``jit_model_args``).  A rejected step (``info["rejected"]``) gives a
+        :class:`VIEntropyWarning` once per kind of fault and scheme, raised by the next
+        call to ``update`` (reading this step's outcome at once would make the host wait
+        for the device).
 
         Parameters
         ----------
@@ -730,8 +738,22 @@ class TwoStepScheme:
         self._require_setup()
         dynamic, static = self._partition(args, kwargs)
         dynamic = self.sharding.put(dynamic, rows=self.shard_data)
-        state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
-        return state, info
+        new_state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
+        self._warn_if_rejected(info)
+        return new_state, info
+
+    def _warn_if_rejected(self, info: dict) -> None:
+        """Warn about the previous ``update``'s step if it was rejected, once per kind of
+        fault and scheme; read one call late, so that the device never waits for Python."""
+        previous, self._last_update_info = self._last_update_info, info
+        if previous is None or not bool(previous["rejected"]):
+            return
+        mask = int(jax.device_get(previous["fault"]))
+        new = [f for f in Fault if mask & f and f not in self._update_warned]
+        if new:
+            self._update_warned.update(new)
+            message = self._rejection_warning(mask, int(previous["step"]), where="update")
+            warnings.warn(message, VIEntropyWarning, stacklevel=3)
 
     def run(
         self,
@@ -824,6 +846,13 @@ class TwoStepScheme:
         RejectedStepsError
             After ``max_rejections`` consecutive rejected steps; says which faults
             occurred, and ``err.result`` holds the last good state.
+
+        Warns
+        -----
+        VIEntropyWarning
+            At the first rejected step of the run (once per run), with the fault and
+            what to try; and the scheme's own warnings (e.g. degenerate importance
+            weights), each once per run.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
@@ -899,6 +928,11 @@ class TwoStepScheme:
             rejected = int(state.num_rejected)
             if rejected == 0:
                 good = state
+            elif rejected < self.max_rejections and "rejected" not in warned:
+                # The first rejection of a run is said at once, not at the error.
+                warned.add("rejected")
+                message = self._rejection_warning(infos[-1]["fault"], run_start + i)
+                warnings.warn(message, VIEntropyWarning, stacklevel=3)
             elif rejected >= self.max_rejections:
                 diagnose_pending(int(state.step))
                 info, trace = history(_stack(infos))
@@ -996,6 +1030,29 @@ class TwoStepScheme:
     def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
         """Warnings about a step's diagnostics, by name (:meth:`run` shows each once)."""
         return {}
+
+    def _rejection_warning(self, fault: Any, step: int, where: str = "run") -> str:
+        """The warning at the first rejected step of a run (or of ``update`` calls)."""
+        mask = int(jax.device_get(fault))
+        what = "; ".join(describe(mask)) or "unknown"
+        advice = "; ".join(advise(mask)) or "lower tau"
+        shown = (
+            "Shown once per run"
+            if where == "run"
+            else "Shown once per kind of fault and scheme, one update later"
+        )
+        return (
+            f"{type(self).__name__}: outer step {step} was rejected: {what}. The centre "
+            "and the inner state stayed as they were and the next step tries again; "
+            + (
+                f"after max_rejections={self.max_rejections} consecutive rejections run() "
+                "stops with RejectedStepsError. "
+                if where == "run"
+                else ""
+            )
+            + f"To try: {advice}. {shown}; info['rejected'] and info['fault'] record every "
+            "step (see vi_entropy.faults)."
+        )
 
     def _rejected_message(self, state: TwoStepState, good: TwoStepState, infos: list[dict]) -> str:
         rejected = int(state.num_rejected)
