@@ -115,7 +115,7 @@ class HeatRegularization(TwoStepScheme):
             raise ValueError("optim: only used with method='svi'.")
         if optim is None:
             tau0 = self.tau0 if self.tau0 is not None else float(self.tau(0))
-            optim = numpyro.optim.Adam(0.1 * math.sqrt(tau0))
+            optim = numpyro.optim.Adam(math.sqrt(tau0) / 10)  # exactly 1e-2 at tau = 1e-2
         if not isinstance(optim, numpyro.optim._NumPyroOptim | optax.GradientTransformation):
             raise TypeError(
                 "optim: expected a NumPyro optimizer (numpyro.optim.*) or an Optax "
