@@ -1043,12 +1043,12 @@ class TwoStepScheme:
         )
         return (
             f"{type(self).__name__}: outer step {step} was rejected: {what}. The centre "
-            "and the inner state stayed as they were and the next step tries again; "
+            "and the inner state stayed as they were and the next step tries again"
             + (
-                f"after max_rejections={self.max_rejections} consecutive rejections run() "
-                "stops with RejectedStepsError. "
+                f"; after max_rejections={self.max_rejections} consecutive rejections "
+                "run() stops with RejectedStepsError. "
                 if where == "run"
-                else ""
+                else ". "
             )
             + f"To try: {advice}. {shown}; info['rejected'] and info['fault'] record every "
             "step (see vi_entropy.faults)."
