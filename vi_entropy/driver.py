@@ -8,7 +8,8 @@ The driver mirrors :class:`numpyro.infer.SVI`: :meth:`~TwoStepScheme.init`,
 :meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
 :meth:`~TwoStepScheme.get_params` and a :class:`RunResult` namedtuple.  ``update`` is
 compiled once: the centre, ``τ`` (evaluated from its schedule inside the compiled step)
-and the model's array arguments are traced data.  So is the tracking estimator of the
+and the model's array arguments are traced data (unless the model needs them concrete:
+``jit_model_args``).  So is the tracking estimator of the
 regularized loss (:meth:`~TwoStepScheme.regularized_loss`), reused at every tracked step.
 """
 

@@ -60,7 +60,9 @@ class LocalEntropy(TwoStepScheme):
         Options for a sampler given by name: NumPyro's ``NUTS``/``HMC`` arguments;
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
         (default ``False``); :class:`~vi_entropy.samplers.SGLD`'s ``step_size``
-        (default ``0.1 τ``) and ``noise_scale`` (default 1); for importance sampling,
+        (default: adapted, with a diagonal mass matrix, during the warm-up, as NUTS
+        adapts its own), ``noise_scale`` (default 1) and ``target_accept_prob`` of that
+        adaptation (default 0.95); for importance sampling,
         ``batch_size`` (proposals evaluated at a time, default all).
     averaging : {"arithmetic", "exponential"}, default "arithmetic"
         How draws estimate the mean (see :func:`~vi_entropy.gaussian_fit.moment_match`);
