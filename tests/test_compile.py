@@ -52,6 +52,8 @@ SCHEMES = {
 }
 
 
+# Rejected steps (see _sgld) and HR-SVI's 3-step inner fits warn; this is about compilation.
+@pytest.mark.filterwarnings("ignore::vi_entropy.VIEntropyWarning")
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_fifty_steps_compile_no_more_than_five(name):
     X, y = linreg_data(n=20, d=3)

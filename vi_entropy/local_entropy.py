@@ -68,7 +68,9 @@ class LocalEntropy(TwoStepScheme):
         Options for a sampler given by name: NumPyro's ``NUTS``/``HMC`` arguments;
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
         (default ``False``); :class:`~vi_entropy.samplers.SGLD`'s ``step_size``
-        (default ``0.1 τ``) and ``noise_scale`` (default 1); :class:`~vi_entropy.PCN`'s
+        (default: adapted, with a diagonal mass matrix, during the warm-up, as NUTS
+        adapts its own), ``noise_scale`` (default 1) and ``target_accept_prob`` of that
+        adaptation (default 0.95); :class:`~vi_entropy.PCN`'s
         ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25),
         ``adapt_rho`` (during warm-up, default ``True``) and ``rho_gain`` (keep adapting
         after warm-up, default 0); :class:`~vi_entropy.EllipticalSlice`'s
@@ -151,6 +153,7 @@ class LocalEntropy(TwoStepScheme):
         ess_threshold: float | None = 0.01,
         **driver_kwargs: Any,
     ) -> None:
+        check.keywords(type(self), driver_kwargs)
         super().__init__(model, tau, **driver_kwargs)
         if isinstance(sampler, str):
             if sampler.lower() not in SAMPLERS:

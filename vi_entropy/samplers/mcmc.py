@@ -206,7 +206,8 @@ def make_kernel(
     sampler_kwargs : dict
         Options of a sampler given by name.
     tau0 : float or None
-        Constant ``τ`` (SGLD's default step size is ``0.1 τ``), ``None`` for a schedule.
+        Constant ``τ``, ``None`` for a schedule (kept for callers; SGLD without a
+        ``step_size`` adapts one in the warm-up, whatever ``τ``).
 
     Returns
     -------
@@ -220,8 +221,10 @@ def make_kernel(
     >>> def model():
     ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
     >>> kernel = make_kernel("sgld", model, tilt_model(model), 1, {}, 0.01)
-    >>> type(kernel).__name__, kernel.step_size
-    ('SGLD', 0.001)
+    >>> type(kernel).__name__, kernel.adapts  # step size adapted in the warm-up
+    ('SGLD', True)
+    >>> make_kernel("sgld", model, tilt_model(model), 1, {"step_size": 1e-3}, 0.01).step_size
+    0.001
     """
     kw = dict(sampler_kwargs)
     if isinstance(sampler, str):
@@ -235,13 +238,7 @@ def make_kernel(
             kw.setdefault("adapt_state_size", default_sa_state_size(dim))
             return SA(tilted_model, **kw)
         if name == "sgld":
-            if "step_size" not in kw:
-                if tau0 is None:
-                    raise ValueError(
-                        "sampler_kwargs: give 'step_size' for sampler='sgld' when tau is "
-                        "a schedule (the default is 0.1 * tau)."
-                    )
-                kw["step_size"] = 0.1 * tau0
+            # Without a step size SGLD adapts one (and a preconditioner) in the warm-up.
             return SGLD(tilted_model, **kw)
         if name in ("pcn", "elliptical_slice"):
             # The reference defaults to the tilt N(x_k, τI), read from the model kwargs.
@@ -525,7 +522,9 @@ class MCMCSampler:
             evals = c * (s + warm + pop + 1) + init
             return {"num_grad_evals": jnp.asarray(init), "num_potential_evals": jnp.asarray(evals)}
         if isinstance(state, SGLDState):
-            evals = c * (s + warm) + init
+            # An adapting warm-up transition takes a second gradient (its Metropolis test).
+            per_warm = 1 if state.adapt_state is None else 2
+            evals = c * (s + per_warm * warm) + init
             return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
         # pCN and elliptical slice: no gradient, even at initialization; with readapt,
         # `initialize_model` checks one point (an evaluation), then every chain's start.
