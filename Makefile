@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint docs bench clean
+.PHONY: setup demo test lint docs wheel-check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: setup
 docs: setup
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 	@echo "Documentation: docs/_build/html/index.html"
+
+# Build the sdist and wheel, install the wheel into a fresh virtual environment (pinned
+# versions) and run the installed package from outside this checkout (.ci/wheel_check.sh).
+wheel-check: setup
+	PYTHON=$(BIN)/python bash .ci/wheel_check.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -3,7 +3,9 @@
 For each scheme the cost floor of one outer step is the potential (or gradient)
 evaluations it must make: ``chains × inner steps`` gradients for SGLD, the actual
 leapfrog steps for NUTS, ``J`` forward passes for importance sampling, ``chains ×
-transitions`` forward passes for SA, ``inner steps × particles`` gradients for HR-SVI.
+transitions`` forward passes for SA, ``chains × (transitions + 1)`` forward passes for
+pCN, ``1 +`` shrinks per transition and chain for elliptical slice, ``inner steps ×
+particles`` gradients for HR-SVI.
 The *raw* reference evaluates the same model's potential (``numpyro.infer.util.
 potential_energy``, the same mini-batching) with the same vector width in one jitted
 ``lax.scan`` of ``vmap``-ed (value-and-)gradient calls and nothing else.
@@ -16,6 +18,10 @@ processes share the cores), each the median of ratios of interleaved repeats.  F
 SGLD and importance sampling the reference with the random numbers they must draw
 (``raw+noise``: a fresh normal vector per evaluation) is reported as well.
 
+Elliptical slice is also reported against its *executed* count
+(``info["num_potential_evals_executed"]``): vectorized chains run the shrinking loop in
+lockstep, each as many times as the slowest chain needs.
+
 NUTS is also reported against its *lockstep* count: vectorized chains run each
 transition for as many leapfrog steps as the longest chain needs, so
 ``chains × Σ_t max_c n_steps`` gradients are computed, of which only ``Σ n_steps`` are
@@ -26,6 +32,8 @@ Network: the dense softmax network of ``vi_entropy.models`` on scikit-learn's di
 
     python benchmarks/overhead.py            # ~10k and ~100k parameters
     python benchmarks/overhead.py --quick    # tiny, seconds
+    python benchmarks/overhead.py --untracked   # the samplers alone: no tracking of f(x_k),
+                                                # no draws kept (nor their R-hat/ESS)
 """
 
 from __future__ import annotations
@@ -78,6 +86,12 @@ def make_schemes(beta: float, tau: float, quick: bool) -> dict[str, Any]:
         ),
         "LE-SA": lambda m: LocalEntropy(
             m, tau, sampler="sa", num_chains=4, num_samples=n, num_warmup=0, **common
+        ),
+        "LE-pCN": lambda m: LocalEntropy(
+            m, tau, sampler="pcn", num_chains=4, num_samples=n, num_warmup=n, **common
+        ),
+        "LE-slice": lambda m: LocalEntropy(
+            m, tau, sampler="elliptical_slice", num_chains=4, num_samples=n, num_warmup=0, **common
         ),
         "HR-SVI": lambda m: HeatRegularization(
             m,
@@ -132,15 +146,20 @@ def raw_evaluations(
     return lambda: run(u0, key, args, kwargs)
 
 
-def measure(name: str, make: Any, problem: tuple, steps: int, repeats: int) -> dict[str, Any]:
+def measure(
+    name: str, make: Any, problem: tuple, steps: int, repeats: int, untracked: bool = False
+) -> dict[str, Any]:
     import jax
     import numpy as np
 
     model, args, kwargs, beta, _, num_params = problem
     scheme = make(model)
+    # The driver's per-run work (tracking f(x_k), keeping draws and their R-hat/ESS) is
+    # left out with --untracked, which times the outer step alone.
+    run_kw = {"track_every": 0, "keep_draws": None} if untracked else {}
     t0 = time.perf_counter()
     state = scheme.init(jax.random.PRNGKey(0), *args, **kwargs)
-    warm = scheme.run(None, steps, *args, init_state=state, **kwargs)
+    warm = scheme.run(None, steps, *args, init_state=state, **run_kw, **kwargs)
     jax.block_until_ready(warm.state)
     compile_s = time.perf_counter() - t0
 
@@ -161,7 +180,7 @@ def measure(name: str, make: Any, problem: tuple, steps: int, repeats: int) -> d
     raw_evals = width * length
 
     def ours():
-        return scheme.run(None, steps, *args, init_state=state, **kwargs).state
+        return scheme.run(None, steps, *args, init_state=state, **run_kw, **kwargs).state
 
     cpu: dict[str, list[float]] = {}
     times = interleaved({"ours": ours, **fns}, repeats, cpu)
@@ -187,6 +206,12 @@ def measure(name: str, make: Any, problem: tuple, steps: int, repeats: int) -> d
         # The floor with the random numbers the method must draw (Langevin noise, proposals).
         row["overhead_vs_raw+noise"] = overhead(times, "raw+noise")
         row["overhead_cpu_vs_raw+noise"] = overhead(cpu, "raw+noise")
+    if "num_potential_evals_executed" in info:
+        # Lockstep cost of vectorized elliptical slice: every chain waits for the slowest.
+        executed = float(np.sum(info["num_potential_evals_executed"])) / steps
+        row["executed_evals/step"] = round(executed, 1)
+        row["overhead_vs_executed"] = row["overhead"] * evals / executed
+        row["overhead_cpu_vs_executed"] = row["overhead_cpu"] * evals / executed
     if name == "LE-NUTS" and warm.draws:
         # Lockstep cost of vectorized NUTS: every chain waits for the longest tree.
         n_steps = np.asarray(next(iter(warm.draws.values())).stats["n_steps"])  # (chains, draws)
@@ -205,22 +230,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch rows (default: all)")
     p.add_argument("--steps", type=int, default=None, help="outer steps per timed call")
     p.add_argument("--tau", type=float, default=1e-3)
+    p.add_argument("--untracked", action="store_true", help="time the outer steps alone")
     a = p.parse_args(argv)
     sizes = a.sizes or ([200] if a.quick else [10_000, 100_000])
     repeats = a.repeats or (2 if a.quick else 5)
     steps = a.steps or (2 if a.quick else 3)
 
     settings = {"batch_size": a.batch_size, "steps_per_call": steps, "repeats": repeats,
-                "tau": a.tau}  # fmt: skip
+                "tau": a.tau, "untracked": a.untracked}  # fmt: skip
     rows = []
     for size in sizes:
         hidden = hidden_for(size)
         problem = digits_problem((hidden,), a.batch_size)
         schemes = make_schemes(problem[3], a.tau, a.quick)
-        # --quick: one MCMC sampler and importance sampling (seconds, not minutes).
-        names = a.schemes or (["LE-SGLD", "LE-IS"] if a.quick else list(schemes))
+        # --quick: one MCMC sampler, the gradient-free ones, importance sampling (seconds).
+        quick = ["LE-SGLD", "LE-pCN", "LE-slice", "LE-IS"]
+        names = a.schemes or (quick if a.quick else list(schemes))
         for name in names:
-            row = measure(name, schemes[name], problem, steps, repeats)
+            row = measure(name, schemes[name], problem, steps, repeats, a.untracked)
             row["hidden"] = hidden
             rows.append(row)
             print(
@@ -233,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
                        a.out, a.quick, quiet=True)  # fmt: skip
     print()
     columns = ["scheme", "params", "kind", "evals/step", "step_s", "raw_s", "overhead",
-               "overhead_cpu", "overhead_cpu_vs_raw+noise", "overhead_cpu_vs_lockstep"]  # fmt: skip
+               "overhead_cpu", "overhead_cpu_vs_raw+noise", "overhead_cpu_vs_lockstep",
+               "overhead_cpu_vs_executed"]  # fmt: skip
     table = print_table(rows, columns)
     write_json(
         "overhead",

@@ -47,6 +47,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # MathJax from the package's copy, into the build's _static/mathjax: the pages render
+    # their formulas without a network (the default loads MathJax from a CDN).
+    "sphinx-mathjax-offline",
 ]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 autosummary_generate = False  # the API page lists its entries itself
@@ -67,14 +70,11 @@ nb_execution_show_tb = True
 nb_merge_streams = True
 nb_render_markdown_format = "myst"  # Markdown outputs (the experiment's table) with tables
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
-html_theme = "alabaster"
+html_theme = "sphinx_book_theme"
 html_title = "vi_entropy"
-html_theme_options = {
-    "description": "Local entropy and heat regularization for NumPyro",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "240px",
-}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # a content column wide enough for a 100-character line
+html_theme_options = {"show_toc_level": 2}
 suppress_warnings = ["myst.header"]
 
 #: Pages written from full runs (the main experiment's results, the benchmarks, the

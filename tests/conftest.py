@@ -174,6 +174,8 @@ def _reliability_schemes():
         "le-sgld": partial(
             LocalEntropy, sampler="sgld", sampler_kwargs={"step_size": 1e-3}, **mcmc
         ),
+        "le-pcn": partial(LocalEntropy, sampler="pcn", **mcmc),
+        "le-elliptical_slice": partial(LocalEntropy, sampler="elliptical_slice", **mcmc),
         "le-importance": partial(
             LocalEntropy, sampler="importance", num_samples=32, ess_threshold=None
         ),

@@ -14,6 +14,13 @@ import pytest
 import xarray as xr
 
 from vi_entropy.cli import METHODS
+from vi_entropy.experiment import GRADIENT_FREE, method_settings
+from vi_entropy.local_entropy import SAMPLERS
+
+# Methods whose sampler this build may not have yet: the smoke run leaves them out then.
+NEEDS_SAMPLER = {"le-pcn": "pcn", "le-slice": "elliptical_slice", "le-pcn-adam": "pcn"}
+MISSING = [m for m, sampler in NEEDS_SAMPLER.items() if sampler not in SAMPLERS]
+RUN = [m for m in METHODS if m not in MISSING]
 
 # One group: the smoke run (a module fixture) runs once, on one worker.
 pytestmark = pytest.mark.xdist_group("cli")
@@ -40,7 +47,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
     out = work / "results"
-    proc = cli("reproduce", "--smoke", "--out", str(out), "--no-progress", cwd=work)
+    # Every method by default (the option's default is all of them).
+    methods = ["--methods", ",".join(RUN)] if MISSING else []
+    proc = cli("reproduce", "--smoke", "--out", str(out), "--no-progress", *methods, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -54,7 +63,7 @@ def test_smoke_run_writes_every_output(smoke):
         "config.json",
         "accuracy_vs_updates.png",
         "accuracy_vs_evaluations.png",
-    } | {f"draws_{m}_tau0.0005.nc" for m in METHODS if m.startswith("le-")}
+    } | {f"draws_{m}_tau0.0005.nc" for m in RUN if m.startswith("le-")}
     assert expected <= {p.name for p in out.iterdir()}
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
     assert f"Results in {out}" in proc.stdout
@@ -65,27 +74,31 @@ def test_metrics_parse_and_are_sane(smoke):
     records = json.loads((out / "metrics.json").read_text())
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == len(records) == len(METHODS) * 21  # updates 0..20
+    assert len(rows) == len(records) == len(RUN) * 21  # updates 0..20
     for r in records:
         assert 0.0 <= r["test_accuracy"] <= 1.0
         assert np.isfinite(r["train_loss"])
         assert r["grad_evals"] >= 0 and r["forward_evals"] >= 0 and r["wall_time"] >= 0
-    by_method = {m: [r for r in records if r["method"] == m] for m in METHODS}
+    by_method = {m: [r for r in records if r["method"] == m] for m in RUN}
     for m, recs in by_method.items():
         evals = [r["grad_evals"] + r["forward_evals"] for r in recs]
         assert evals == sorted(evals), m  # cumulative counts never decrease
-        if m in ("le-is", "le-sa"):
-            assert recs[-1]["grad_evals"] == 0  # gradient-free
+        if m in GRADIENT_FREE:
+            assert recs[-1]["grad_evals"] == 0, m
     config = json.loads((out / "config.json").read_text())
-    assert config["methods"] == list(METHODS) and config["smoke"] is True
-    assert set(config["method_settings"]) == set(METHODS)
+    assert config["methods"] == RUN and config["smoke"] is True
+    assert set(config["method_settings"]) == set(RUN)
+    # An evolution strategy's cost is its population, once per update.
+    for m in ("es-openes", "es-snes"):
+        population = config["method_settings"][m]["0.0005"]["population_size"]
+        assert [r["forward_evals"] for r in by_method[m]] == [population * u for u in range(21)]
 
 
 def test_methods_that_train_beat_chance(smoke):
     out, _ = smoke
     records = json.loads((out / "metrics.json").read_text())
     trained = 0
-    for m in METHODS:
+    for m in RUN:
         recs = [r for r in records if r["method"] == m]
         # "Trains at all": the train loss fell by more than 5%. A method that does not
         # train (LE-SA on a network) moves its loss by noise of well under 1%.
@@ -99,7 +112,49 @@ def test_table_has_a_row_per_method(smoke):
     out, _ = smoke
     lines = [ln for ln in (out / "table.md").read_text().splitlines() if ln.startswith("| ")]
     methods = [ln.split("|")[1].strip() for ln in lines[1:]]
-    assert methods == list(METHODS)
+    assert methods == RUN
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(
+            m,
+            marks=pytest.mark.skipif(
+                m in MISSING,
+                reason=f"LocalEntropy has no sampler {NEEDS_SAMPLER[m]!r} yet "
+                f"(vi_entropy.local_entropy.SAMPLERS = {SAMPLERS})",
+            ),
+        )
+        for m in NEEDS_SAMPLER
+    ],
+)
+def test_gradient_free_samplers_train_at_the_evolution_strategies_budget(smoke, method):
+    out, _ = smoke
+    records = [r for r in json.loads((out / "metrics.json").read_text()) if r["method"] == method]
+    assert len(records) == 21 and records[-1]["grad_evals"] == 0
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    if method != "le-slice":  # pCN: chains × (transitions + 1) evaluations per update
+        config = json.loads((out / "config.json").read_text())
+        population = config["method_settings"]["es-openes"]["0.0005"]["population_size"]
+        per_update = records[-1]["forward_evals"] / 20
+        assert abs(per_update - population) <= 0.1 * population
+
+
+def test_gradient_free_methods_share_one_budget():
+    # At full size: the evolution strategies' population is le-pcn's evaluations per
+    # update, and le-slice is set to about as many (4 evaluations per transition).
+    pcn = method_settings("le-pcn", 5e-4, smoke=False)
+    per_update = pcn["num_chains"] * (pcn["num_samples"] + 1)
+    for m in ("es-openes", "es-snes"):
+        assert method_settings(m, 5e-4, smoke=False)["population_size"] == per_update
+    sl = method_settings("le-slice", 5e-4, smoke=False)
+    assert abs(sl["num_chains"] * (4 * sl["num_samples"] + 1) - per_update) <= 0.1 * per_update
+    assert set(GRADIENT_FREE) == {
+        "le-is", "le-sa", "le-pcn", "le-slice", "le-pcn-adam", "es-openes", "es-snes"
+    }  # fmt: skip
+    for m in METHODS:  # every method has settings
+        assert method_settings(m, 5e-4, smoke=True)
 
 
 def test_draws_are_arviz_netcdf(smoke):
@@ -211,3 +266,28 @@ def test_experiment_passes_each_scheme_warning_on_once():
     assert np.all(ess < 0.01 * config.method_settings["le-is"]["0.1"]["num_samples"])
     degenerate = [w for w in caught if "degenerated" in str(w.message)]
     assert len(degenerate) == 1
+
+
+@pytest.mark.parametrize("method", ["es-openes", "es-snes"])
+def test_evolution_strategy_update_compiles_once_and_costs_its_population(method):
+    import jax
+
+    from tests.test_compile import count_compilations
+    from vi_entropy.data import load_digits
+    from vi_entropy.experiment import make_trainer
+    from vi_entropy.models import dense_network, init_network, model_sizes
+
+    data = load_digits()
+    model = dense_network(data.num_features, (4,), data.num_classes)
+    init = init_network(jax.random.PRNGKey(0), model_sizes(model))
+    settings = method_settings(method, 5e-4, smoke=True)
+    trainer = make_trainer(method, model, 5e-4, settings, batch=128)
+    state = trainer.init(jax.random.PRNGKey(1), init)
+    state, counts = trainer.step(state, data.X_train, data.y_train)
+    assert counts == {"grad_evals": 0, "forward_evals": settings["population_size"]}
+    with count_compilations() as later:
+        for _ in range(3):
+            state, _ = trainer.step(state, data.X_train, data.y_train)
+    assert later["n"] == 0
+    moved = jax.tree.map(lambda a, b: bool((a != b).any()), trainer.params(state), init)
+    assert all(moved.values())

@@ -36,6 +36,10 @@ SCHEMES = {
     "le-hmc": partial(LocalEntropy, sampler="hmc", num_chains=2, num_samples=3, num_warmup=3),
     "le-sa": partial(LocalEntropy, sampler="sa", num_chains=2, num_samples=3, num_warmup=3),
     "le-sgld": partial(LocalEntropy, sampler="sgld", num_chains=2, num_samples=3, num_warmup=3),
+    "le-pcn": partial(LocalEntropy, sampler="pcn", num_chains=2, num_samples=3, num_warmup=3),
+    "le-elliptical_slice": partial(
+        LocalEntropy, sampler="elliptical_slice", num_chains=2, num_samples=3, num_warmup=3
+    ),
     # Eight proposals from far away: degenerate weights, which is not what this tests.
     "le-importance": partial(LocalEntropy, sampler="importance", num_samples=8, ess_threshold=None),
     "le-nuts-readapt": partial(
@@ -48,6 +52,8 @@ SCHEMES = {
 }
 
 
+# Rejected steps (see _sgld) and HR-SVI's 3-step inner fits warn; this is about compilation.
+@pytest.mark.filterwarnings("ignore::vi_entropy.VIEntropyWarning")
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_fifty_steps_compile_no_more_than_five(name):
     X, y = linreg_data(n=20, d=3)

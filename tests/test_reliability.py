@@ -26,7 +26,7 @@ from tests.conftest import (
     linreg_posterior,
 )
 from vi_entropy import LocalEntropy, RejectedStepsError, VIEntropyWarning
-from vi_entropy.faults import Fault, describe
+from vi_entropy.faults import Fault, advise, describe
 
 X, Y = linreg_data(n=10, d=3)
 
@@ -39,6 +39,10 @@ EXPECTED_FAULT = {
     "le-sa": Fault.NONFINITE_STATE,
     # a NaN gradient moves the chains to NaN
     "le-sgld": Fault.NONFINITE_DRAWS | Fault.NONFINITE_STATE,
+    # refresh() caches a NaN potential; pCN rejects every proposal, elliptical slice
+    # finds no point on the (NaN) slice and stays: the chains do not move
+    "le-pcn": Fault.NONFINITE_STATE,
+    "le-elliptical_slice": Fault.NONFINITE_STATE,
     "le-importance": Fault.ZERO_WEIGHTS | Fault.NONFINITE_PROPOSAL,
     # stable_update skips every inner step: the guide keeps its old mean
     "hr-svi": Fault.NONFINITE_LOSS,
@@ -73,7 +77,11 @@ def test_faulty_step_is_rejected_and_keeps_the_state(reliability_scheme, name, f
     assert (int(bad.num_rejected), int(bad.num_rejected_total)) == (1, 1)
     assert int(info["num_rejected_total"]) == 1
 
-    good, info = scheme.update(bad, X, Y, OK)
+    # The rejection is said by the next update (reading it at once would make the host
+    # wait for the device), once per kind of fault.
+    with pytest.warns(VIEntropyWarning, match="outer step 1 was rejected") as said:
+        good, info = scheme.update(bad, X, Y, OK)
+    assert len(said) == 1
     assert int(info["fault"]) == 0
     assert (int(good.num_rejected), int(good.num_rejected_total)) == (0, 1)
     assert bool(jnp.all(jnp.isfinite(good.centre)))
@@ -84,8 +92,14 @@ def test_faulty_step_is_rejected_and_keeps_the_state(reliability_scheme, name, f
 def test_run_stops_after_max_rejections_and_keeps_the_last_good_state(reliability_scheme, name):
     scheme = reliability_scheme(name)
     start = scheme.run(random.PRNGKey(1), 2, X, Y, OK).state
-    with pytest.raises(RejectedStepsError) as err:
+    with (
+        pytest.warns(VIEntropyWarning, match="outer step 2 was rejected") as said,
+        pytest.raises(RejectedStepsError) as err,
+    ):
         scheme.run(None, 50, X, Y, NAN, init_state=start)
+    assert len(said) == 1  # at the first rejection, once per run
+    for text in advise(EXPECTED_FAULT[name]):
+        assert text in str(said[0].message)
     message = str(err.value)
     assert f"{scheme.max_rejections} consecutive outer steps were rejected" in message
     assert "steps 2 to 11" in message
@@ -105,7 +119,8 @@ def test_transient_faults_are_skipped_and_counted():
         linreg_model, tau, sampler="importance", num_samples=16, ess_threshold=None,
         progress_bar=False,
     )  # fmt: skip
-    result = le.run(random.PRNGKey(0), 6, X, Y)
+    with pytest.warns(VIEntropyWarning, match="tau schedule gave a value"):
+        result = le.run(random.PRNGKey(0), 6, X, Y)
     info = result.info
     assert info["rejected"].tolist() == [False, False, True, True, False, False]
     assert info["num_rejected_total"].tolist() == [0, 0, 1, 2, 2, 2]
@@ -125,9 +140,12 @@ def test_exploding_sgld_chains_stop_the_run_with_the_reason():
         sampler_kwargs={"step_size": 1e3}, max_rejections=3, progress_bar=False,
     )  # fmt: skip
     start = {"w": jnp.zeros(3)}
-    with pytest.raises(
-        RejectedStepsError, match="the inner sampler produced non-finite draws"
-    ) as err:
+    with (
+        pytest.warns(VIEntropyWarning, match="the inner sampler produced non-finite draws"),
+        pytest.raises(
+            RejectedStepsError, match="the inner sampler produced non-finite draws"
+        ) as err,
+    ):
         le.run(random.PRNGKey(0), 20, X, Y, init_params=start)
     assert "steps 0 to 2" in str(err.value) and "lower the inner sampler's step size" in str(
         err.value

@@ -10,7 +10,7 @@ import pytest
 from jax import random
 
 from tests.conftest import linreg_data, linreg_model
-from vi_entropy import LocalEntropy, RejectedStepsError
+from vi_entropy import LocalEntropy, RejectedStepsError, VIEntropyWarning
 
 
 def walled_model():
@@ -26,7 +26,10 @@ def test_rejected_steps_stop_the_run_at_the_same_step_with_the_last_good_state()
         walled_model, tau, sampler="importance", num_samples=2, max_rejections=3,
         progress_bar=False,
     )  # fmt: skip
-    with pytest.raises(RejectedStepsError) as err:
+    with (
+        pytest.warns(VIEntropyWarning, match="outer step 3 was rejected"),
+        pytest.raises(RejectedStepsError) as err,
+    ):
         le.run(random.PRNGKey(0), 20)
     result = err.value.result
     assert int(result.state.step) == 3

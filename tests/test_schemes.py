@@ -261,6 +261,8 @@ LE_CASES = {
     "sgld": dict(
         tau=0.05, num_chains=4, num_samples=1000, num_warmup=200, sampler_kwargs={"step_size": 2e-3}
     ),
+    "pcn": dict(tau=0.05, num_chains=4, num_samples=1000, num_warmup=300),
+    "elliptical_slice": dict(tau=0.05, num_chains=4, num_samples=500, num_warmup=100),
     "importance": dict(tau=0.01, num_samples=8000),
 }
 

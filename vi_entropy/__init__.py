@@ -14,6 +14,7 @@ from vi_entropy.checkpoint import CheckpointError
 # top-level `local_entropy` would shadow the module `vi_entropy.local_entropy`.
 from vi_entropy.diagnostics import Estimate, MonotonicityReport, monotonicity
 from vi_entropy.driver import (
+    OuterOptimState,
     RejectedStepsError,
     RunResult,
     TwoStepScheme,
@@ -24,7 +25,7 @@ from vi_entropy.faults import Fault
 from vi_entropy.gaussian_fit import GaussianGuide, moment_match
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
-from vi_entropy.samplers import SA, SGLD
+from vi_entropy.samplers import PCN, SA, SGLD, EllipticalSlice
 from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
@@ -50,15 +51,18 @@ def __getattr__(name: str):
 __public_modules__ = ("diagnostics", "samplers", "data", "models", "experiment")
 
 __all__ = [
+    "PCN",
     "SA",
     "SGLD",
     "CheckpointError",
+    "EllipticalSlice",
     "Estimate",
     "Fault",
     "GaussianGuide",
     "HeatRegularization",
     "LocalEntropy",
     "MonotonicityReport",
+    "OuterOptimState",
     "RejectedStepsError",
     "RunResult",
     "TiltedPosterior",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
 import os
@@ -124,3 +126,26 @@ def path(name: str, value: Any) -> str:
     if not isinstance(value, str | os.PathLike) or not os.fspath(value):
         raise TypeError(f"{name}: expected a file path, got {type(value).__name__} {value!r}.")
     return os.fspath(value)
+
+
+def keywords(cls: type, given: Any) -> None:
+    """Unknown keyword arguments of ``cls(...)``: a ``TypeError`` in the words of ``cls``.
+
+    The accepted names are those of every ``__init__`` along ``cls.__mro__`` (a scheme
+    passes the driver's options on to its base class); the error suggests the closest.
+    """
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if klass is object or init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                accepted.add(p.name)
+    for name in given:
+        if name not in accepted:
+            close = difflib.get_close_matches(str(name), sorted(accepted), n=1)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(accepted)}."
+            )
+            raise TypeError(f"{cls.__name__}: unknown keyword {name!r}; {hint}")

@@ -2,8 +2,10 @@
 
 ``vi-entropy reproduce`` runs the paper's experiment (see :mod:`vi_entropy.experiment`):
 a dense NumPyro network trained on real digits from one initialization by SGD, Adam,
-SAM, local entropy (importance sampling, SGLD, NUTS, SA) and heat regularization (SVI,
-Robbins-Monro), and writes metrics, a Table-1-like table, figures and ArviZ files.
+SAM, local entropy (importance sampling, SGLD, NUTS, SA, pCN, elliptical slice) and heat
+regularization (SVI, Robbins-Monro), some with an Adam outer optimizer, and by the
+evolution strategies OpenES and SNES (evosax), and writes metrics, a Table-1-like table,
+figures and ArviZ files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,25 @@ from pathlib import Path
 
 from vi_entropy.data import DATASETS
 
-METHODS = ("sgd", "adam", "sam", "le-is", "le-sgld", "le-nuts", "le-sa", "hr-svi", "hr-rm")
+# New methods go at the end: a method's seed is derived from its index here.
+METHODS = (
+    "sgd",
+    "adam",
+    "sam",
+    "le-is",
+    "le-sgld",
+    "le-nuts",
+    "le-sa",
+    "hr-svi",
+    "hr-rm",
+    "le-pcn",
+    "le-slice",
+    "le-pcn-adam",
+    "le-sgld-adam",
+    "hr-svi-adam",
+    "es-openes",
+    "es-snes",
+)
 
 
 class UsageError(Exception):
@@ -90,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train one dense NumPyro network (softmax likelihood, Gaussian priors) from one "
             "random initialization with each method, for a fixed number of updates, and "
-            "compare test accuracy per update and per gradient evaluation. The loss f is the "
+            "compare test accuracy per update and per gradient evaluation (forward evaluations "
+            "for the gradient-free methods). The loss f is the "
             "model's potential (summed over the training set, plus the prior); SGD uses "
             "learning rate tau on f, as in the paper."
         ),

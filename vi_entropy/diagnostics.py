@@ -29,16 +29,105 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax, random
 from jax.scipy.special import logsumexp
+from numpyro.diagnostics import autocovariance
+from scipy import stats
 
 from vi_entropy.tilted import TiltedPosterior
 
 __all__ = [
     "Estimate",
+    "bulk_effective_sample_size",
     "MonotonicityReport",
     "heat_loss",
     "local_entropy",
     "monotonicity",
 ]
+
+
+def bulk_effective_sample_size(values: Any) -> np.ndarray:
+    """Bulk effective sample size of MCMC draws, as ArviZ's ``ess(method="bulk")``.
+
+    The ESS of the rank-normalized split chains (Vehtari, Gelman, Simpson, Carpenter &
+    Bürkner 2021): each chain is split in halves, the draws of all of them are replaced
+    by the normal quantiles of their ranks, ``Φ⁻¹((r − 3/8)/(n + 1/4))``, and the ESS
+    ``n / τ̂`` is that of Geyer's initial monotone sequence of the autocorrelations
+    (:func:`numpyro.diagnostics.autocovariance`), with ArviZ's rules for where the
+    sequence stops and its floor ``τ̂ ≥ 1/log10(n)``, so that antithetic draws never give
+    a negative or unbounded ESS.  (ArviZ itself is used only in :mod:`vi_entropy.arviz`;
+    this agrees with it to rounding.)  A coordinate whose draws are all equal gets ``n``.
+
+    Parameters
+    ----------
+    values : array of shape (chains, draws, ...)
+        At least 4 draws per chain.
+
+    Returns
+    -------
+    numpy.ndarray
+        One ESS per coordinate (shape ``values.shape[2:]``), between 0 and
+        ``n log10(n)`` with ``n`` the number of draws of all chains (``NaN`` where a
+        draw is not finite).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> draws = np.random.default_rng(0).normal(size=(4, 100, 2))  # independent draws
+    >>> ess = bulk_effective_sample_size(draws)
+    >>> ess.shape, bool(np.all((ess > 250) & (ess < 550)))
+    ((2,), True)
+    """
+    x = np.asarray(values, np.float64)
+    if x.ndim < 2 or x.shape[1] < 4:
+        raise ValueError(
+            f"values: expected draws of shape (chains, draws >= 4, ...), got {x.shape}."
+        )
+    half = x.shape[1] // 2
+    split = np.concatenate([x[:, :half], x[:, -half:]], axis=0)  # the middle draw goes
+    chains, draws = split.shape[:2]
+    n = chains * draws
+    flat = split.reshape(chains, draws, -1)
+    ess = np.full(flat.shape[2], np.nan)
+    finite = np.all(np.isfinite(flat), axis=(0, 1))
+    constant = np.ptp(flat, axis=(0, 1)) < np.finfo(np.float64).resolution
+    ess[finite & constant] = n
+    todo = finite & ~constant
+    if np.any(todo):
+        ranks = stats.rankdata(flat[:, :, todo].reshape(n, -1), axis=0, method="average")
+        z = stats.norm.ppf((ranks - 0.375) / (n + 0.25)).reshape(chains, draws, -1)
+        acov = autocovariance(z, axis=1)  # (chains, draws, coordinates)
+        mean_var = acov[:, 0].mean(axis=0) * draws / (draws - 1.0)
+        var_plus = mean_var * (draws - 1.0) / draws
+        if chains > 1:
+            var_plus = var_plus + np.var(z.mean(axis=1), axis=0, ddof=1)
+        rho = 1.0 - (mean_var - acov.mean(axis=0)) / var_plus  # (draws, coordinates)
+        ess[todo] = [_geyer_ess(rho[:, j], n) for j in range(rho.shape[1])]
+    return ess.reshape(x.shape[2:])
+
+
+def _geyer_ess(rho: np.ndarray, n: int) -> float:
+    """``n / τ̂`` from the autocorrelations ``rho`` of one coordinate (ArviZ's ``_ess``)."""
+    draws = rho.shape[0]
+    rho_t = np.zeros(draws)
+    rho_t[0], rho_t[1] = 1.0, rho[1]
+    even, odd = 1.0, rho[1]
+    # Geyer's initial positive sequence: sum pairs while their sum stays positive.
+    t = 1
+    while t < draws - 3 and even + odd > 0.0:
+        even, odd = rho[t + 1], rho[t + 2]
+        if even + odd >= 0:
+            rho_t[t + 1], rho_t[t + 2] = even, odd
+        t += 2
+    max_t = t - 2
+    if even > 0:
+        rho_t[max_t + 1] = even
+    # Geyer's initial monotone sequence: pair sums may not grow.
+    t = 1
+    while t <= max_t - 2:
+        if rho_t[t + 1] + rho_t[t + 2] > rho_t[t - 1] + rho_t[t]:
+            rho_t[t + 1] = rho_t[t + 2] = (rho_t[t - 1] + rho_t[t]) / 2.0
+        t += 2
+    tau = -1.0 + 2.0 * np.sum(rho_t[: max_t + 1]) + np.sum(rho_t[max_t + 1 : max_t + 2])
+    return float(n / max(tau, 1.0 / np.log10(n)))
 
 
 class Estimate(NamedTuple):
@@ -310,6 +399,10 @@ class MonotonicityReport(NamedTuple):
       guarantee holds for a fixed ``τ``) or an estimate is not finite.
     - **num_low_ess** - compared pairs with a local-entropy estimate whose weights have
       a Kish ESS below ``MIN_ESS``: their standard errors are unreliable (too small).
+    - **num_skipped_tau** - of the skipped pairs, those skipped because ``τ`` differs:
+      the loss is a different function at each ``τ``, so with a schedule that changes
+      ``τ`` at every step nothing can be compared; a piecewise-constant schedule (e.g.
+      ``optax.piecewise_constant_schedule``) is checked within each piece.
 
     Example
     -------
@@ -326,6 +419,7 @@ class MonotonicityReport(NamedTuple):
     num_comparisons: int
     num_skipped: int
     num_low_ess: int = 0
+    num_skipped_tau: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -342,6 +436,15 @@ class MonotonicityReport(NamedTuple):
             if self.num_low_ess
             else ""
         )
+        if self.num_skipped_tau:
+            note += (
+                f"\n  {self.num_skipped_tau} pair(s) not compared because tau differs between "
+                "them: the descent guarantee holds at a fixed tau, and the regularized loss "
+                "changes with tau (use a constant or piecewise-constant tau schedule to check "
+                "descent within each piece)"
+            )
+        if self.num_comparisons == 0:
+            return f"{head}: nothing could be compared.{note}"
         if self.consistent:
             return f"{head}; consistent with monotone descent (no rise > {self.k:g} SE).{note}"
         lines = [f"{head}; {len(self.rises)} rise(s) > {self.k:g} SE:{note}"]
@@ -358,8 +461,10 @@ def monotonicity(result_or_trace: Any, k: float = 3.0) -> MonotonicityReport:
 
     With exact steps ``F_τ`` (local entropy) or ``f_τ`` (heat regularization) never rises
     (paper, "Guarantees").  Consecutive tracked estimates ``L_a, L_b`` (steps ``a < b``,
-    independent draws) are flagged when ``L_b − L_a > k · √(SE_a² + SE_b²)``.  Pairs
-    whose ``τ`` differs are skipped (with a schedule the loss itself changes).
+    independent draws) are flagged when ``L_b − L_a > k · √(SE_a² + SE_b²)``.  Only
+    pairs at the same ``τ`` are compared: the guarantee holds at a fixed ``τ``, and the
+    loss itself changes with ``τ``, so under a schedule only the steps within a constant
+    piece are compared (the report says how many pairs it skipped for this).
 
     Parameters
     ----------
@@ -402,12 +507,14 @@ def monotonicity(result_or_trace: Any, k: float = 3.0) -> MonotonicityReport:
     tau = np.asarray(trace["tau"], np.float64) if "tau" in trace else np.zeros_like(value)
     ess = np.asarray(trace.get("smoothing_ess", np.full_like(value, np.inf)), np.float64)
     rises: list[Rise] = []
-    compared = skipped = low = 0
+    compared = skipped = low = other_tau = 0
     for a in range(len(step) - 1):
         b = a + 1
         finite = np.isfinite([value[a], value[b], se[a], se[b]]).all()
-        if not finite or not np.isclose(tau[a], tau[b], rtol=1e-6, atol=0.0):
+        same_tau = np.isclose(tau[a], tau[b], rtol=1e-6, atol=0.0)
+        if not finite or not same_tau:
             skipped += 1
+            other_tau += int(finite and not same_tau)
             continue
         compared += 1
         low += int(min(ess[a], ess[b]) < MIN_ESS)
@@ -415,4 +522,4 @@ def monotonicity(result_or_trace: Any, k: float = 3.0) -> MonotonicityReport:
         combined = float(np.hypot(se[a], se[b]))
         if rise > k * combined:
             rises.append(Rise(int(step[a]), int(step[b]), float(rise), combined))
-    return MonotonicityReport(rises, k, compared, skipped, low)
+    return MonotonicityReport(rises, k, compared, skipped, low, other_tau)

@@ -2,13 +2,15 @@
 
 Every outer step ``k``: (1) shift: form the tilted posterior ``φ_k`` around ``x_k``;
 (2) fit ``N(m, τI)`` to it (the subclass's step 2); then
-``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping).
+``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping), or,
+with ``outer_optim`` (our extension), an Optax step on the direction ``(x_k − m)/τ``.
 
 The driver mirrors :class:`numpyro.infer.SVI`: :meth:`~TwoStepScheme.init`,
 :meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
 :meth:`~TwoStepScheme.get_params` and a :class:`RunResult` namedtuple.  ``update`` is
 compiled once: the centre, ``τ`` (evaluated from its schedule inside the compiled step)
-and the model's array arguments are traced data.  So is the tracking estimator of the
+and the model's array arguments are traced data (unless the model needs them concrete:
+``jit_model_args``).  So is the tracking estimator of the
 regularized loss (:meth:`~TwoStepScheme.regularized_loss`), reused at every tracked step.
 """
 
@@ -26,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import optax
 from jax import random
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
@@ -35,7 +38,12 @@ from tqdm.auto import trange
 
 from vi_entropy import _validation as check
 from vi_entropy import checkpoint as checkpoint_io
-from vi_entropy.diagnostics import Estimate, potential_with_batches, smoothed_losses
+from vi_entropy.diagnostics import (
+    Estimate,
+    bulk_effective_sample_size,
+    potential_with_batches,
+    smoothed_losses,
+)
 from vi_entropy.faults import Fault, advise, all_finite, describe, flag
 from vi_entropy.gaussian_fit import GaussianGuide
 from vi_entropy.samplers.mcmc import Draws
@@ -95,6 +103,32 @@ class TwoStepState(NamedTuple):
     num_rejected_total: jax.Array = np.int32(0)
 
 
+class OuterOptimState(NamedTuple):
+    """``state.inner`` of a scheme given an ``outer_optim`` (our extension; a pytree).
+
+    - **inner** - the step-2 state (what ``state.inner`` holds without ``outer_optim``).
+    - **opt_state** - the outer optimizer's state (e.g. Adam's moments and count).
+
+    Checkpoints save both; a rejected outer step leaves both as they were.
+
+    Example
+    -------
+    >>> import jax, optax, numpyro, numpyro.distributions as dist
+    >>> from vi_entropy import LocalEntropy
+    >>> def model(y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
+    ...                   outer_optim=optax.adam(0.1), progress_bar=False)
+    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
+    >>> type(state.inner).__name__, int(state.inner.opt_state[0].count)
+    ('OuterOptimState', 0)
+    """
+
+    inner: Any
+    opt_state: Any
+
+
 class RunResult(NamedTuple):
     """What :meth:`TwoStepScheme.run` returns.
 
@@ -132,6 +166,27 @@ class RunResult(NamedTuple):
     info: dict[str, np.ndarray]
     draws: dict[int, Draws]
     trace: dict[str, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        # A summary: the arrays themselves can run to millions of numbers.
+        def shape(x: Any) -> str:
+            return "(" + ", ".join(map(str, np.shape(x))) + ")"
+
+        sites = ", ".join(f"{k}{shape(v)}" for k, v in self.params.items())
+        step = getattr(self.state, "step", None)
+        steps = None if step is None else int(np.asarray(jax.device_get(step)))
+        trace = self.trace or {}
+        tracked = len(next(iter(trace.values()))) if trace else 0
+        kept = sorted(self.draws)
+        draws = f"{len(kept)} step(s)"
+        if kept:
+            shown = kept if len(kept) <= 4 else f"{kept[0]}..{kept[-1]}"
+            values = getattr(self.draws[kept[-1]], "values", None)
+            draws += f" {shown}" + ("" if values is None else f", values{shape(values)}")
+        return (
+            f"RunResult(steps={steps}, params={{{sites}}}, info={sorted(self.info)}, "
+            f"draws={{{draws}}}, trace={tracked} tracked step(s))"
+        )
 
 
 class RejectedStepsError(RuntimeError):
@@ -200,18 +255,67 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
 
 
-def partition_args(args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, _Static]:
-    """Split model arguments into arrays (traced) and everything else (static)."""
+class _Concrete:
+    """An array argument compiled in as a constant (``jit_model_args=False``).
+
+    Hashed by type, shape and dtype; equal to the same object or to an array of the same
+    contents, so that the step compiles once per distinct data, not once per call.
+    """
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._hash = hash((type(value), np.shape(value), str(jnp.result_type(value))))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Concrete) or hash(self) != hash(other):
+            return False
+        a, b = self.value, other.value
+        if a is b:
+            return True
+        a, b = np.asarray(a), np.asarray(b)
+        return bool(np.array_equal(a, b, equal_nan=np.issubdtype(a.dtype, np.inexact)))
+
+
+def partition_args(
+    args: tuple, kwargs: Mapping[str, Any], concrete: bool = False
+) -> tuple[list, _Static]:
+    """Split model arguments into arrays (traced) and everything else (static).
+
+    With ``concrete`` the arrays are static too (compiled in as constants), so that the
+    model sees them as the NumPy or JAX arrays it was given (``jit_model_args=False``).
+    """
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    if concrete:
+        static = tuple(_Concrete(leaf) if _is_array(leaf) else leaf for leaf in leaves)
+        return [None] * len(leaves), _Static(treedef, static)
     dynamic = [leaf if _is_array(leaf) else None for leaf in leaves]
     static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
     return dynamic, _Static(treedef, static)
 
 
 def merge_args(dynamic: Sequence, static: _Static) -> tuple[tuple, dict]:
-    leaves = [d if s is None else s for d, s in zip(dynamic, static.leaves, strict=True)]
+    leaves = [
+        d if s is None else (s.value if isinstance(s, _Concrete) else s)
+        for d, s in zip(dynamic, static.leaves, strict=True)
+    ]
     args, kwargs = jax.tree.unflatten(static.treedef, leaves)
     return args, kwargs
+
+
+# What JAX raises when a model needs a concrete value of a traced argument: NumPy on it
+# (``np.unique(dept)``), ``int()``/``bool()`` of it, Python control flow or boolean
+# indexing with it.
+_TRACING_ERRORS = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.NonConcreteBooleanIndexError,
+)
 
 
 def _stack(infos: list[dict]) -> dict[str, np.ndarray]:
@@ -233,9 +337,9 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
 
     ``max_rhat``: the largest split R-hat over coordinates
     (:func:`numpyro.diagnostics.split_gelman_rubin`, needs 4 draws per chain);
-    ``min_ess``: the smallest effective sample size over coordinates, all chains
-    together (:func:`numpyro.diagnostics.effective_sample_size`, NumPyro's estimator,
-    without ArviZ's rank normalization).  Models with more than
+    ``min_ess``: the smallest bulk effective sample size over coordinates, all chains
+    together (:func:`~vi_entropy.diagnostics.bulk_effective_sample_size`: ArviZ's
+    ``ess(method="bulk")``, rank-normalized split chains; never negative).  Models with more than
     ``DIAGNOSED_COORDINATES`` (1000) unconstrained coordinates are diagnosed on that
     many, evenly spaced, so the worst value is over that subset.  ``NaN`` when there
     are too few draws.  Importance draws (weighted) get neither: their ESS is
@@ -252,7 +356,7 @@ def chain_diagnostics(draws: Draws) -> dict[str, float]:
         return {"max_rhat": np.nan, "min_ess": np.nan}
     with np.errstate(invalid="ignore", divide="ignore"):
         rhat = split_gelman_rubin(values)
-        ess = effective_sample_size(values)
+        ess = bulk_effective_sample_size(values)
     # A coordinate that never moved (all draws equal) has no R-hat; it is not "worst".
     return {
         "max_rhat": float(np.nanmax(rhat)) if np.any(np.isfinite(rhat)) else np.nan,
@@ -295,6 +399,17 @@ class TwoStepScheme:
         Inverse temperature: the loss is ``f = beta * U``.
     alpha : float, default 1.0
         Damping ``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; our extension).
+    outer_optim : optax.GradientTransformation, optional
+        Our extension: move the centre by this Optax optimizer instead, fed the
+        direction ``g_k = (x_k − m_k)/τ_k`` (``= ∇F_τ(x_k)`` for local entropy; for heat
+        regularization the same expression of its fitted mean) on the flat
+        unconstrained centre, ``x_{k+1} = x_k + u_k`` with ``u_k`` the optimizer's update.
+        ``None`` (the default) is the paper's step ``x_{k+1} = m_k``, which
+        ``optax.sgd(tau)`` reproduces up to rounding; Entropy-SGD puts Nesterov momentum
+        there (``optax.sgd(lr, momentum=0.9, nesterov=True)``), and ``optax.adam(lr)`` is
+        another choice.  Its state lives in ``state.inner`` (an :class:`OuterOptimState`),
+        is checkpointed and compiled with the step; only ``alpha=1`` combines with it
+        (put any damping into the optimizer's learning rate).
     init_strategy : callable, default ``init_to_median``
         NumPyro init strategy for the first centre when ``init_params`` is not given.
     progress_bar : bool, default True
@@ -313,6 +428,14 @@ class TwoStepScheme:
         Split the rows (leading axis) of the model's array arguments over the devices
         instead, and keep chains/particles whole: data parallelism, for few chains and
         much data.
+    jit_model_args : bool or None, default None
+        As in :class:`numpyro.infer.MCMC`: ``True`` traces the model's array arguments
+        (new data of the same shapes reuses the compiled step); ``False`` compiles them
+        in as constants, so that a model may call NumPy on its data (e.g.
+        ``len(np.unique(dept))``), at one compilation per run and per distinct data.
+        ``None`` traces them unless the model needs them concrete (found by tracing the
+        model once at set-up), in which case it behaves as ``False``.  ``shard_data``
+        needs traced arguments.
 
     Notes
     -----
@@ -347,11 +470,13 @@ class TwoStepScheme:
         *,
         beta: float = 1.0,
         alpha: float = 1.0,
+        outer_optim: optax.GradientTransformation | None = None,
         init_strategy: Callable = init_to_median,
         progress_bar: bool = True,
         max_rejections: int = 10,
         devices: Any = None,
         shard_data: bool = False,
+        jit_model_args: bool | None = None,
     ) -> None:
         if not callable(model):
             raise TypeError(
@@ -361,18 +486,34 @@ class TwoStepScheme:
         self.tau = check.schedule("tau", tau)
         self.beta = check.positive_float("beta", beta)
         self.alpha = check.unit_interval("alpha", alpha)
+        self.outer_optim = _check_outer_optim(outer_optim, self.alpha, type(self).__name__)
         self.init_strategy = check.function(
             "init_strategy", init_strategy, "a NumPyro init strategy such as init_to_median"
         )
         self.progress_bar = check.flag("progress_bar", progress_bar)
         self.max_rejections = check.count("max_rejections", max_rejections)
         self.shard_data = bool(shard_data)
+        self.jit_model_args = (
+            None if jit_model_args is None else check.flag("jit_model_args", jit_model_args)
+        )
+        if self.shard_data and self.jit_model_args is False:
+            raise ValueError(
+                "jit_model_args: shard_data=True splits the model's array arguments over "
+                "the devices, which needs them traced; use jit_model_args=True or None "
+                "with shard_data (got jit_model_args=False)."
+            )
+        # Whether the model's array arguments are compiled in as constants (see _setup).
+        self._concrete_args = self.jit_model_args is False
         self.sharding = BatchSharding.for_devices(devices)
         # What the step-2 machinery splits over the devices (nothing in data-parallel mode).
         self.batch_sharding = BatchSharding(None) if self.shard_data else self.sharding
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
+        # The last update's info (checked for a rejection at the next call) and the
+        # faults update has warned about.
+        self._last_update_info: dict | None = None
+        self._update_warned: set[Fault] = set()
         self._template: tuple[Any, TwoStepState] | None = None
         self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
         self._update_jit = jax.jit(self._update_impl, static_argnames=("static", "with_draws"))
@@ -430,11 +571,63 @@ class TwoStepScheme:
             lambda x: (jnp.shape(x), jnp.result_type(x)) if _is_array(x) else x, (args, kwargs)
         )
         signature = (jax.tree.structure(shapes), tuple(map(str, jax.tree.leaves(shapes))))
+        if self._concrete_args:
+            # Constant data may set the model's shapes (``len(np.unique(dept))``).
+            signature += (partition_args(args, kwargs, concrete=True)[1],)
         if self._built_for == signature:
             return
         self.tilted.setup(rng_key, args, kwargs)
+        if self.jit_model_args is not False:
+            # Raises, naming the option, when the arguments must be traced but cannot be.
+            self._concrete_args = self._needs_concrete_args(args, kwargs)
+            if self._concrete_args and len(signature) == 2:
+                signature += (partition_args(args, kwargs, concrete=True)[1],)
         self._build()
         self._built_for = signature
+
+    def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, _Static]:
+        """The model arguments, traced or compiled in (see ``jit_model_args``)."""
+        return partition_args(args, kwargs, concrete=self._concrete_args)
+
+    def _tracing_failed(self, err: Exception) -> TypeError:
+        """The error for a model that needs concrete data when it gets traced data."""
+        return TypeError(
+            f"{type(self).__name__}: tracing the model with its array arguments as traced "
+            "values failed: the model needs their concrete values (it calls NumPy, int(), "
+            "bool() or Python control flow on its data, e.g. len(np.unique(x))), but "
+            f"jit_model_args={self.jit_model_args} traces them"
+            + (" (shard_data=True needs traced arguments)" if self.shard_data else "")
+            + ". Use jit_model_args=False (or the default None) to compile them in as "
+            "constants, as numpyro.infer.MCMC(jit_model_args=False) does, or make the model "
+            f"work on traced arrays (jnp instead of np). JAX said: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        )
+
+    def _needs_concrete_args(self, args: tuple, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the model fails on traced array arguments (traced once, not compiled).
+
+        Raises the error of :meth:`_tracing_failed` when it does and the arguments must
+        be traced (``jit_model_args=True`` or ``shard_data``).
+        """
+        dynamic, static = partition_args(args, kwargs)
+        if all(d is None for d in dynamic):
+            return False
+        centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
+
+        def probe(centre: jax.Array, dynamic: list) -> jax.Array:
+            args, kwargs = merge_args(dynamic, static)
+            batch_key = random.PRNGKey(0) if self.tilted.subsamples else None
+            return jax.grad(self.tilted.potential)(centre, args, kwargs, batch_key)
+
+        try:
+            jax.eval_shape(probe, centre, dynamic)
+        except _TRACING_ERRORS as err:
+            if self.jit_model_args or self.shard_data:
+                raise self._tracing_failed(err) from err
+            return True
+        except Exception:  # noqa: BLE001 - any other failure shows where it belongs
+            return False
+        return False
 
     def _place_args(self, dynamic: list) -> list:
         """Model arguments inside the compiled step: whole, or split by rows (shard_data)."""
@@ -444,7 +637,10 @@ class TwoStepScheme:
         args, kwargs = merge_args(self._place_args(dynamic), static)
         key_inner, key_batch = random.split(rng_key)
         tau = self.tau_at(0, centre.dtype)
-        return self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
+        inner = self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
+        if self.outer_optim is None:
+            return inner
+        return OuterOptimState(inner, self.outer_optim.init(centre))
 
     def _update_impl(
         self, state: TwoStepState, dynamic: list, static: _Static, with_draws: bool = True
@@ -452,10 +648,26 @@ class TwoStepScheme:
         args, kwargs = merge_args(self._place_args(dynamic), static)
         key, key_step, key_batch = random.split(state.rng_key, 3)
         tau = self.tau_at(state.step, state.centre.dtype)
+        outer = self.outer_optim is not None
         mean, inner, info, draws = self._step2(
-            state.inner, key_step, state.centre, tau, args, kwargs, key_batch, with_draws
+            state.inner.inner if outer else state.inner,
+            key_step,
+            state.centre,
+            tau,
+            args,
+            kwargs,
+            key_batch,
+            with_draws,
         )
-        proposal = (1 - self.alpha) * state.centre + self.alpha * mean
+        if outer:
+            # Our extension: an Optax step on the direction ∇F_τ(x_k) = (x_k − m_k)/τ_k.
+            updates, opt_state = self.outer_optim.update(
+                (state.centre - mean) / tau, state.inner.opt_state, state.centre
+            )
+            proposal = optax.apply_updates(state.centre, updates)
+            inner = OuterOptimState(inner, opt_state)
+        else:
+            proposal = (1 - self.alpha) * state.centre + self.alpha * mean
         info = dict(info)
         fault = info.pop("fault", jnp.int32(0))
         fault = fault | flag(~jnp.all(jnp.isfinite(proposal)), Fault.NONFINITE_PROPOSAL)
@@ -477,6 +689,8 @@ class TwoStepScheme:
         if self.sharding.active:
             # Same placement in as out, so that step k + 1 reuses step k's compilation.
             whole = self.sharding.constrain_replicated
+            if outer:
+                inner = OuterOptimState(inner.inner, whole(inner.opt_state))
             new_state = TwoStepState(whole(new_state.centre), inner, *whole(new_state[2:]))
             info = whole(info)
         return new_state, info, draws
@@ -544,7 +758,7 @@ class TwoStepScheme:
         else:
             self.tilted.check_params(init_params)
             centre = self.tilted.unconstrain(init_params)
-        dynamic, static = partition_args(args, kwargs)
+        dynamic, static = self._partition(args, kwargs)
         dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         key_batch = random.split(key_state)[1] if self.tilted.subsamples else None
         value = self.tilted.potential(centre, args, kwargs, key_batch)
@@ -554,14 +768,23 @@ class TwoStepScheme:
                 f"(f = {float(value)}); check init_params and the model arguments."
             )
         centre, key_state = self.sharding.put((centre, key_state))
-        inner = self._init_jit(key_inner, centre, dynamic, static=static)
+        try:
+            inner = self._init_jit(key_inner, centre, dynamic, static=static)
+        except _TRACING_ERRORS as err:
+            if self._concrete_args:
+                raise
+            raise self._tracing_failed(err) from err
         zero = self.sharding.put(jnp.zeros((), jnp.int32))
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
     def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``.
 
-        Compiled once: the centre, ``τ`` and the array arguments are traced.
+        Compiled once: the centre, ``τ`` and the array arguments are traced (see
+        ``jit_model_args``).  A rejected step (``info["rejected"]``) gives a
+        :class:`VIEntropyWarning` once per kind of fault and scheme, raised by the next
+        call to ``update`` (reading this step's outcome at once would make the host wait
+        for the device).
 
         Parameters
         ----------
@@ -576,10 +799,24 @@ class TwoStepScheme:
             The new state, and this step's diagnostics (on the device; see :meth:`run`).
         """
         self._require_setup()
-        dynamic, static = partition_args(args, kwargs)
+        dynamic, static = self._partition(args, kwargs)
         dynamic = self.sharding.put(dynamic, rows=self.shard_data)
-        state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
-        return state, info
+        new_state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
+        self._warn_if_rejected(info)
+        return new_state, info
+
+    def _warn_if_rejected(self, info: dict) -> None:
+        """Warn about the previous ``update``'s step if it was rejected, once per kind of
+        fault and scheme; read one call late, so that the device never waits for Python."""
+        previous, self._last_update_info = self._last_update_info, info
+        if previous is None or not bool(previous["rejected"]):
+            return
+        mask = int(jax.device_get(previous["fault"]))
+        new = [f for f in Fault if mask & f and f not in self._update_warned]
+        if new:
+            self._update_warned.update(new)
+            message = self._rejection_warning(mask, int(previous["step"]), where="update")
+            warnings.warn(message, VIEntropyWarning, stacklevel=3)
 
     def run(
         self,
@@ -672,6 +909,13 @@ class TwoStepScheme:
         RejectedStepsError
             After ``max_rejections`` consecutive rejected steps; says which faults
             occurred, and ``err.result`` holds the last good state.
+
+        Warns
+        -----
+        VIEntropyWarning
+            At the first rejected step of the run (once per run), with the fault and
+            what to try; and the scheme's own warnings (e.g. degenerate importance
+            weights), each once per run.
         """
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
@@ -704,7 +948,7 @@ class TwoStepScheme:
             self._check_state(init_state, rng_key, args, kwargs)
             state = init_state
         run_start = int(state.step) - done
-        dynamic, static = partition_args(args, kwargs)
+        dynamic, static = self._partition(args, kwargs)
         dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         infos: list[dict] = []
         fetched: list[dict] = []  # host copies of `infos`, filled at each save
@@ -747,6 +991,11 @@ class TwoStepScheme:
             rejected = int(state.num_rejected)
             if rejected == 0:
                 good = state
+            elif rejected < self.max_rejections and "rejected" not in warned:
+                # The first rejection of a run is said at once, not at the error.
+                warned.add("rejected")
+                message = self._rejection_warning(infos[-1]["fault"], run_start + i)
+                warnings.warn(message, VIEntropyWarning, stacklevel=3)
             elif rejected >= self.max_rejections:
                 diagnose_pending(int(state.step))
                 info, trace = history(_stack(infos))
@@ -836,7 +1085,7 @@ class TwoStepScheme:
         num_samples = check.count("num_samples", num_samples, minimum=2)
         if rng_key is not None:
             state = state._replace(rng_key=rng_key)
-        dynamic, static = partition_args(args, kwargs)
+        dynamic, static = self._partition(args, kwargs)
         out = self._track_jit(state, dynamic, static=static, num_samples=num_samples)
         return Estimate(out["regularized_loss"], out["regularized_loss_se"])
 
@@ -844,6 +1093,29 @@ class TwoStepScheme:
     def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
         """Warnings about a step's diagnostics, by name (:meth:`run` shows each once)."""
         return {}
+
+    def _rejection_warning(self, fault: Any, step: int, where: str = "run") -> str:
+        """The warning at the first rejected step of a run (or of ``update`` calls)."""
+        mask = int(jax.device_get(fault))
+        what = "; ".join(describe(mask)) or "unknown"
+        advice = "; ".join(advise(mask)) or "lower tau"
+        shown = (
+            "Shown once per run"
+            if where == "run"
+            else "Shown once per kind of fault and scheme, one update later"
+        )
+        return (
+            f"{type(self).__name__}: outer step {step} was rejected: {what}. The centre "
+            "and the inner state stayed as they were and the next step tries again"
+            + (
+                f"; after max_rejections={self.max_rejections} consecutive rejections "
+                "run() stops with RejectedStepsError. "
+                if where == "run"
+                else ". "
+            )
+            + f"To try: {advice}. {shown}; info['rejected'] and info['fault'] record every "
+            "step (see vi_entropy.faults)."
+        )
 
     def _rejected_message(self, state: TwoStepState, good: TwoStepState, infos: list[dict]) -> str:
         rejected = int(state.num_rejected)
@@ -864,11 +1136,14 @@ class TwoStepScheme:
     def _checkpoint_structure(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this scheme."""
         model = getattr(self.model, "__qualname__", None) or type(self.model).__name__
-        return {
+        structure = {
             "scheme": type(self).__name__,
             "model": model,
             "sites": {k: [list(s.shape), str(s.dtype)] for k, s in self.tilted.sites.items()},
         }
+        if self.outer_optim is not None:  # absent otherwise: older checkpoints still match
+            structure["outer_optim"] = True
+        return structure
 
     def _checkpoint_options(self) -> dict[str, Any]:
         """Settings a resumed run may change (reported if they differ)."""
@@ -945,7 +1220,7 @@ class TwoStepScheme:
         cache_key = (self._built_for, str(key))
         if self._template is not None and self._template[0] == cache_key:
             return self._template[1]
-        dynamic, static = partition_args(args, kwargs)
+        dynamic, static = self._partition(args, kwargs)
         centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
         inner = jax.eval_shape(partial(self._init_impl, static=static), key, centre, dynamic)
         count = jax.ShapeDtypeStruct((), jnp.int32)
@@ -984,6 +1259,11 @@ class TwoStepScheme:
             Latent site name -> constrained value (as ``result.params``).
         """
         self._require_setup()
+        if not isinstance(state, TwoStepState):
+            raise TypeError(
+                f"state: expected a TwoStepState (from {type(self).__name__}.init, update or "
+                f"result.state), got {type(state).__name__}."
+            )
         return self.tilted.constrain(state.centre)
 
     def get_sites(self, state: TwoStepState, *args: Any, **kwargs: Any) -> dict[str, jax.Array]:
@@ -1078,6 +1358,24 @@ class TwoStepScheme:
                 f"{type(self).__name__}: call init(rng_key, *args) or run(...) first, so "
                 "the model's latent sites are known."
             )
+
+
+def _check_outer_optim(outer_optim: Any, alpha: float, owner: str) -> Any:
+    """``outer_optim``: ``None`` or an Optax ``GradientTransformation``, with ``alpha=1``."""
+    if outer_optim is None:
+        return None
+    if not isinstance(outer_optim, optax.GradientTransformation):
+        raise TypeError(
+            f"{owner}: outer_optim: expected an Optax GradientTransformation (e.g. "
+            f"optax.adam(1e-2)) or None, got {type(outer_optim).__name__}."
+        )
+    if alpha != 1.0:
+        raise ValueError(
+            f"{owner}: alpha={alpha!r} damps the default outer step only; with outer_optim "
+            "give alpha=1 and put the damping into the optimizer's learning rate "
+            "(optax.sgd(alpha * tau) is the damped step)."
+        )
+    return outer_optim
 
 
 def _default_track_every(info: Mapping[str, Any], track_samples: int) -> int:

@@ -65,7 +65,10 @@ _DESCRIPTIONS = {
 
 _ADVICE = {
     Fault.NONFINITE_PROPOSAL: "lower tau, alpha, the Robbins-Monro gain or the learning rate",
-    Fault.NONFINITE_DRAWS: "lower the inner sampler's step size (sampler_kwargs['step_size'])",
+    Fault.NONFINITE_DRAWS: (
+        "lower the inner sampler's step size (sampler_kwargs['step_size']; SGLD without "
+        "one adapts it in the warm-up: give num_warmup > 0)"
+    ),
     Fault.NONFINITE_STATE: (
         "look for parameter values where the model's potential or its gradient is NaN or "
         "infinite (data, constraints, numerically unstable log densities)"

@@ -6,7 +6,8 @@ step of size ``τ`` on the heat-regularized loss ``f_τ(x) = E_{N(x, τI)}[f]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -18,6 +19,10 @@ from vi_entropy.driver import TwoStepScheme
 from vi_entropy.gaussian_fit import ESTIMATORS, RobbinsMonroFit, SVIFit
 
 METHODS = ("svi", "robbins_monro")
+# Other names of the methods: "rm" is how the docs and the paper abbreviate Robbins-Monro.
+# info["inner_gap"] above this warns (see SVIFit._gap: converged fits give about 0.3 or less).
+INNER_GAP_THRESHOLD = 1.0
+METHOD_ALIASES = {"rm": "robbins_monro", "robbins-monro": "robbins_monro"}
 
 
 class HeatRegularization(TwoStepScheme):
@@ -34,14 +39,19 @@ class HeatRegularization(TwoStepScheme):
         NumPyro model with continuous latent sites.
     tau : float or callable, default 1e-2
         Variance ``τ``, or a schedule ``step -> τ``.
-    method : {"svi", "robbins_monro"}, default "svi"
+    method : {"svi", "robbins_monro" (or "rm")}, default "svi"
         ``"svi"``: NumPyro ``SVI`` with ``Trace_ELBO`` on the tilted model and the guide
         :class:`~vi_entropy.gaussian_fit.GaussianGuide`, warm-started from the previous
         step (guide means and optimizer state carried over).  ``"robbins_monro"``: the
         paper's Algorithm 5 on the mean
         (:class:`~vi_entropy.gaussian_fit.RobbinsMonroFit`).
-    optim : NumPyro optimizer or Optax transformation, default ``numpyro.optim.Adam(1e-2)``
-        Optimizer of the SVI fit.
+    optim : NumPyro optimizer or Optax transformation, default ``numpyro.optim.Adam(0.1 √τ₀)``
+        Optimizer of the SVI fit.  The default learning rate is a tenth of the guide's
+        standard deviation at step 0 (``1e-2`` at the default ``τ = 1e-2``): Adam moves
+        each coordinate by about its learning rate per inner step, so a fixed rate
+        caps the step of the centre at ``num_inner_steps × rate`` whatever ``τ``; this
+        one scales with the Gaussian being fitted.  ``info["inner_gap"]`` and a warning
+        say when the fit stopped short of its optimum.
     num_inner_steps : int, default 100
         SVI steps, or Robbins-Monro iterations, per outer step.
     num_particles : int, default 8
@@ -56,7 +66,7 @@ class HeatRegularization(TwoStepScheme):
         when there are several); see ``docs/scaling.md``.
     shard_data : bool, default False
         Split the rows of the model's data arguments over the devices instead.
-    beta, alpha, init_strategy, progress_bar, max_rejections
+    beta, alpha, outer_optim, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
     Notes
@@ -96,12 +106,16 @@ class HeatRegularization(TwoStepScheme):
         estimator: str = "gradient",
         **driver_kwargs: Any,
     ) -> None:
+        check.keywords(type(self), driver_kwargs)
         super().__init__(model, tau, **driver_kwargs)
+        if isinstance(method, str):
+            method = METHOD_ALIASES.get(method.lower(), method.lower())
         self.method = check.choice("method", method, METHODS)
         if optim is not None and self.method != "svi":
             raise ValueError("optim: only used with method='svi'.")
         if optim is None:
-            optim = numpyro.optim.Adam(1e-2)
+            tau0 = self.tau0 if self.tau0 is not None else float(self.tau(0))
+            optim = numpyro.optim.Adam(math.sqrt(tau0) / 10)  # exactly 1e-2 at tau = 1e-2
         if not isinstance(optim, numpyro.optim._NumPyroOptim | optax.GradientTransformation):
             raise TypeError(
                 "optim: expected a NumPyro optimizer (numpyro.optim.*) or an Optax "
@@ -138,6 +152,26 @@ class HeatRegularization(TwoStepScheme):
                 self.estimator,
                 self.batch_sharding,
             )
+
+    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
+        """The SVI fit stopped far from its optimum (``info["inner_gap"] > 1``)."""
+        if "inner_gap" not in info:
+            return {}
+        gap = float(info["inner_gap"])
+        if not gap > INNER_GAP_THRESHOLD:  # NaN (a rejected step) is reported as a fault
+            return {}
+        return {
+            "inner_fit": (
+                f"HeatRegularization: the SVI fit of outer step {step} stopped far from its "
+                f"optimum (info['inner_gap'] = {gap:.3g} > {INNER_GAP_THRESHOLD:g}: the "
+                "distance left to the proximal step's optimum, relative to the step made "
+                "plus sqrt(tau d)), so the centre moves less than heat regularization "
+                f"prescribes. Raise num_inner_steps (now {self.num_inner_steps}) or the "
+                "learning rate (optim=numpyro.optim.Adam(...)), or use "
+                "method='robbins_monro'. Shown once per run; info['inner_gap'] has every "
+                "step's value."
+            )
+        }
 
     def _checkpoint_structure(self) -> dict[str, Any]:
         optim = None if self.method != "svi" else type(self.optim).__name__

@@ -3,7 +3,8 @@
 ``x_{k+1} = E_{φ_k}[y]`` (paper, LE), equivalently a gradient step of size ``τ`` on the
 local entropy ``F_τ(x) = −log ∫ e^{−f(y)} N(y; x, τI) dy``:
 ``x_{k+1} = x_k − τ ∇F_τ(x_k)``.  The mean is estimated from draws of the tilted
-posterior by NUTS, HMC, SA, SGLD (any NumPyro ``MCMCKernel``) or importance sampling.
+posterior by NUTS, HMC, SA, SGLD, pCN, elliptical slice (any NumPyro ``MCMCKernel``) or
+importance sampling.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from vi_entropy.gaussian_fit import AVERAGING, moment_match, running_average
 from vi_entropy.samplers.importance import ImportanceSampler, effective_sample_size
 from vi_entropy.samplers.mcmc import Draws, MCMCSampler, check_sampler_kwargs, make_kernel
 
-SAMPLERS = ("nuts", "hmc", "sa", "sgld", "importance")
+SAMPLERS = ("nuts", "hmc", "sa", "sgld", "pcn", "elliptical_slice", "importance")
 
 
 class LocalEntropy(TwoStepScheme):
@@ -40,8 +41,14 @@ class LocalEntropy(TwoStepScheme):
         Variance ``τ`` (not a standard deviation), or a schedule ``step -> τ``.
     sampler : str, MCMCKernel or callable, default "nuts"
         ``"nuts"``, ``"hmc"``, ``"sa"`` (gradient-free), ``"sgld"`` (mini-batch
-        gradients, Entropy-SGD's inner loop) or ``"importance"`` (gradient-free,
-        proposal ``N(x_k, τI)``); or a kernel built on ``model`` (e.g.
+        gradients, Entropy-SGD's inner loop), ``"pcn"`` (gradient-free,
+        :class:`~vi_entropy.PCN`: preconditioned Crank-Nicolson MH whose reference is
+        ``N(x_k, τI)``, acceptance ``min(1, e^{f(y) − f(y')})``), ``"elliptical_slice"``
+        (gradient-free, tuning-free, :class:`~vi_entropy.EllipticalSlice`) or
+        ``"importance"`` (gradient-free, proposal ``N(x_k, τI)``); the gradient-free
+        samplers for networks are ``"pcn"`` and ``"elliptical_slice"``, which use the
+        tilted posterior's Gaussian factor and do not degrade with the dimension as
+        SA and importance sampling do; or a kernel built on ``model`` (e.g.
         ``NUTS(model, max_tree_depth=6)``), or a factory ``model -> MCMCKernel``.
     num_chains : int, default 4
         Vectorized chains (MCMC samplers; ignored by importance sampling).
@@ -49,7 +56,8 @@ class LocalEntropy(TwoStepScheme):
         Draws per chain and outer step (the SGLD inner steps; the importance proposals).
     num_warmup : int, default 100
         Warm-up transitions run once in :meth:`init` (adaptation of NUTS/HMC step size
-        and mass matrix; burn-in for SGLD/SA); every outer step with ``readapt=True``.
+        and mass matrix, of pCN's ``ρ``; burn-in for SGLD/SA/elliptical slice); every
+        outer step with ``readapt=True``.
     thinning : int, default 1
         Keep every ``thinning``-th transition.
     readapt : bool, default False
@@ -60,8 +68,14 @@ class LocalEntropy(TwoStepScheme):
         Options for a sampler given by name: NumPyro's ``NUTS``/``HMC`` arguments;
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
         (default ``False``); :class:`~vi_entropy.samplers.SGLD`'s ``step_size``
-        (default ``0.1 τ``) and ``noise_scale`` (default 1); for importance sampling,
-        ``batch_size`` (proposals evaluated at a time, default all).
+        (default: adapted, with a diagonal mass matrix, during the warm-up, as NUTS
+        adapts its own), ``noise_scale`` (default 1) and ``target_accept_prob`` of that
+        adaptation (default 0.95); :class:`~vi_entropy.PCN`'s
+        ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25),
+        ``adapt_rho`` (during warm-up, default ``True``) and ``rho_gain`` (keep adapting
+        after warm-up, default 0); :class:`~vi_entropy.EllipticalSlice`'s
+        ``max_shrinks`` (default 16); for importance sampling, ``batch_size`` (proposals
+        evaluated at a time, default all).
     averaging : {"arithmetic", "exponential"}, default "arithmetic"
         How draws estimate the mean (see :func:`~vi_entropy.gaussian_fit.moment_match`);
         ``"exponential"`` is Entropy-SGD's moving average ``μ ← ρμ + (1 − ρ)y``.
@@ -77,7 +91,7 @@ class LocalEntropy(TwoStepScheme):
         when there are several); see ``docs/scaling.md``.
     shard_data : bool, default False
         Split the rows of the model's data arguments over the devices instead.
-    beta, alpha, init_strategy, progress_bar, max_rejections
+    beta, alpha, outer_optim, init_strategy, progress_bar, max_rejections
         See :class:`~vi_entropy.driver.TwoStepScheme`.
 
     Notes
@@ -87,10 +101,21 @@ class LocalEntropy(TwoStepScheme):
     SA population energies) is not finite, a chain is stuck (every transition diverged
     and it never moved: NUTS/HMC/SA), or every importance weight is zero.  Proposals with a non-finite
     potential get weight zero (``info["num_zero_weights"]``); NUTS/HMC reject
-    transitions into such points themselves (counted in ``info["num_divergent"]``).
+    transitions into such points themselves (counted in ``info["num_divergent"]``);
+    pCN rejects them, elliptical slice shrinks past them.
+
+    Counts: ``info["num_potential_evals"]`` and ``info["num_grad_evals"]`` are the
+    evaluations each chain needs.  pCN makes ``chains × (num_samples × thinning + 1)``
+    per step (the ``+ 1`` refreshes the potential for the new centre and batch) and
+    reports ``info["acceptance_rate"]`` and ``info["rho"]``; elliptical slice makes
+    ``1 +`` shrinks per transition, reports ``info["num_potential_evals_executed"]``
+    (vectorized chains run the shrinking loop in lockstep, so every chain evaluates as
+    often as the slowest) and ``info["num_slice_capped"]`` (transitions that hit
+    ``max_shrinks`` and stayed).
 
     Mini-batches: for a model with ``numpyro.plate(..., subsample_size=B)``, SGLD draws a
-    new batch at every inner step; NUTS, HMC, SA and importance sampling need a
+    new batch at every inner step; NUTS, HMC, SA, pCN, elliptical slice and importance
+    sampling need a
     deterministic potential, so they use one batch per outer step, fixed for all chains
     and draws of that step (a new one at the next step).
 
@@ -128,6 +153,7 @@ class LocalEntropy(TwoStepScheme):
         ess_threshold: float | None = 0.01,
         **driver_kwargs: Any,
     ) -> None:
+        check.keywords(type(self), driver_kwargs)
         super().__init__(model, tau, **driver_kwargs)
         if isinstance(sampler, str):
             if sampler.lower() not in SAMPLERS:
@@ -306,6 +332,10 @@ def _summarize(draws: Draws) -> dict[str, jax.Array]:
         out["mean_n_steps"] = jnp.mean(s["n_steps"])
     if "step_size" in s:
         out["step_size"] = jnp.mean(s["step_size"])
+    if "rho" in s:
+        out["rho"] = jnp.mean(s["rho"])
+    if "slice_capped" in s:
+        out["num_slice_capped"] = jnp.sum(s["slice_capped"])
     if "potential_energy" in s:
         out["mean_potential_energy"] = jnp.mean(s["potential_energy"])
     if draws.log_weights is not None:

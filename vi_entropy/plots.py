@@ -21,7 +21,7 @@ HEALTH_PANELS = {
     "acceptance_rate": ("acceptance rate", None),
     "num_divergent": ("divergent transitions", None),
     "max_rhat": ("max split R-hat", 1.01),
-    "min_ess": ("min ESS", None),
+    "min_ess": ("min bulk ESS", None),
     "importance_ess": ("importance-sampling ESS", None),
     "elbo_loss": ("final SVI loss (−ELBO)", None),
     "rm_grad_norm": ("Robbins-Monro step norm", None),

@@ -154,6 +154,17 @@ def _init_or_explain(site: Mapping[str, Any]) -> Any:
         raise _no_bijection(site["name"], site["fn"].support) from err
 
 
+def _base_distribution(fn: Any) -> Any:
+    """The distribution under plate expansion, ``.to_event`` and masks (for messages)."""
+    while hasattr(fn, "base_dist") and type(fn).__name__ in (
+        "ExpandedDistribution",
+        "Independent",
+        "MaskedDistribution",
+    ):
+        fn = fn.base_dist
+    return fn
+
+
 def trace_model(
     model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], rng_key: Any
 ) -> dict[str, Any]:
@@ -181,8 +192,9 @@ def inspect_model(
 
     Returns ``(sites, subsamples)``: the latent sites' :class:`SiteInfo` and whether the
     model subsamples a plate.  Raises
-    ``ValueError`` for models this package cannot tilt: discrete latent sites, no latent
-    sites, latent sites local to a subsampled plate, or supports without a bijection.
+    ``ValueError`` for models this package cannot tilt: discrete latent sites (enumerated
+    or not), ``numpyro.param`` sites, no latent sites, latent sites local to a subsampled
+    plate, or supports without a bijection.
     """
     if tr is None:
         tr = trace_model(model, model_args, model_kwargs, rng_key)
@@ -194,14 +206,30 @@ def inspect_model(
             if subsample_size is not None and subsample_size < size:
                 subsampled_plates.add(name)
             continue
+        if site["type"] == "param":
+            raise ValueError(
+                f"model: site '{name}' is a numpyro.param; local entropy and heat "
+                "regularization train the latent sample sites only, and would leave it at "
+                "its initial value. Declare it as a latent site with a prior instead, e.g. "
+                f"numpyro.sample('{name}', dist.Normal(0.0, 10.0)) (or "
+                "dist.ImproperUniform(support, (), event_shape) for a flat prior)."
+            )
         if not _is_latent(site):
             continue
         fn = site["fn"]
         if fn.support.is_discrete:
+            if (site.get("infer") or {}).get("enumerate"):
+                raise ValueError(
+                    f"model: latent site '{name}' is a discrete site marked for enumeration "
+                    f"(infer={{'enumerate': {site['infer']['enumerate']!r}}}); enumeration "
+                    "is not supported: the tilted posterior needs continuous latent sites. "
+                    "Sum the site out in the model by hand (e.g. with logsumexp in a "
+                    "numpyro.factor), or observe it."
+                )
             raise ValueError(
                 f"model: latent site '{name}' has a discrete distribution "
-                f"({type(fn).__name__}); the tilted posterior needs continuous latent "
-                "sites (marginalize it out, or observe it)."
+                f"({type(_base_distribution(fn)).__name__}); the tilted posterior needs "
+                "continuous latent sites (marginalize it out, or observe it)."
             )
         if any(frame.name in subsampled_plates for frame in site["cond_indep_stack"]):
             raise ValueError(

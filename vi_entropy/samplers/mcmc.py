@@ -31,6 +31,8 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.sa import SAState
 
 from vi_entropy import _validation as check
+from vi_entropy.samplers.elliptical_slice import EllipticalSlice, EllipticalSliceState
+from vi_entropy.samplers.pcn import PCN, PCNState
 from vi_entropy.samplers.sa import SA
 from vi_entropy.samplers.sgld import SGLD, SGLDState
 from vi_entropy.sharding import BatchSharding
@@ -45,6 +47,9 @@ _STAT_FIELDS = {
     "potential_energy": "potential_energy",
     "energy": "energy",
     "grad_norm": "grad_norm",
+    "rho": "rho",
+    "num_evals": "n_evals",
+    "capped": "slice_capped",
 }
 
 
@@ -80,13 +85,24 @@ def default_sa_state_size(dim: int) -> int:
     return int(max(4, min(2 * dim, 64)))
 
 
-_KERNEL_CLASSES = {"nuts": NUTS, "hmc": HMC, "sa": SA, "sgld": SGLD}
+_KERNEL_CLASSES = {
+    "nuts": NUTS,
+    "hmc": HMC,
+    "sa": SA,
+    "sgld": SGLD,
+    "pcn": PCN,
+    "elliptical_slice": EllipticalSlice,
+}
+# Options a sampler given by name does not take from the user: within local entropy the
+# reference of pCN and elliptical slice is the tilt N(x_k, τI).
+_FIXED_OPTIONS = ("reference_loc", "reference_scale")
 
 
 def _options_of(cls: type) -> tuple[str, ...]:
     """Keyword arguments of a kernel class other than the model (which the scheme sets)."""
     params = inspect.signature(cls.__init__).parameters
-    return tuple(p for p in params if p not in ("self", "model", "potential_fn"))
+    fixed = ("self", "model", "potential_fn", *_FIXED_OPTIONS)
+    return tuple(p for p in params if p not in fixed)
 
 
 def _tree_depth(name: str, value: object) -> object:
@@ -123,6 +139,10 @@ _OPTION_RULES: dict[str, Callable[[str, object], object]] = {
     "adapt_state_size": _optional(lambda n, v: check.count(n, v, minimum=2)),
     "noise_scale": lambda n, v: check.positive_float(n, v, allow_zero=True),
     "batch_size": _optional(check.count),
+    "rho": check.unit_interval,
+    "adapt_rho": check.flag,
+    "rho_gain": lambda n, v: check.positive_float(n, v, allow_zero=True),
+    "max_shrinks": lambda n, v: check.count(n, v, minimum=0),
 }
 # Rules that differ from the table above for one sampler.
 _SAMPLER_RULES: dict[str, dict[str, Callable[[str, object], object]]] = {
@@ -168,7 +188,8 @@ def make_kernel(
 ) -> MCMCKernel:
     """Build the kernel that samples ``tilted_model``.
 
-    ``sampler`` is a name (``"nuts"``, ``"hmc"``, ``"sa"``, ``"sgld"``), a kernel built
+    ``sampler`` is a name (``"nuts"``, ``"hmc"``, ``"sa"``, ``"sgld"``, ``"pcn"``,
+    ``"elliptical_slice"``), a kernel built
     on ``model`` (rebound with ``MCMCKernel.wrap_model``), or a factory
     ``model -> MCMCKernel`` such as ``functools.partial(NUTS, max_tree_depth=6)``.
 
@@ -185,7 +206,8 @@ def make_kernel(
     sampler_kwargs : dict
         Options of a sampler given by name.
     tau0 : float or None
-        Constant ``τ`` (SGLD's default step size is ``0.1 τ``), ``None`` for a schedule.
+        Constant ``τ``, ``None`` for a schedule (kept for callers; SGLD without a
+        ``step_size`` adapts one in the warm-up, whatever ``τ``).
 
     Returns
     -------
@@ -199,8 +221,10 @@ def make_kernel(
     >>> def model():
     ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
     >>> kernel = make_kernel("sgld", model, tilt_model(model), 1, {}, 0.01)
-    >>> type(kernel).__name__, kernel.step_size
-    ('SGLD', 0.001)
+    >>> type(kernel).__name__, kernel.adapts  # step size adapted in the warm-up
+    ('SGLD', True)
+    >>> make_kernel("sgld", model, tilt_model(model), 1, {"step_size": 1e-3}, 0.01).step_size
+    0.001
     """
     kw = dict(sampler_kwargs)
     if isinstance(sampler, str):
@@ -214,17 +238,15 @@ def make_kernel(
             kw.setdefault("adapt_state_size", default_sa_state_size(dim))
             return SA(tilted_model, **kw)
         if name == "sgld":
-            if "step_size" not in kw:
-                if tau0 is None:
-                    raise ValueError(
-                        "sampler_kwargs: give 'step_size' for sampler='sgld' when tau is "
-                        "a schedule (the default is 0.1 * tau)."
-                    )
-                kw["step_size"] = 0.1 * tau0
+            # Without a step size SGLD adapts one (and a preconditioner) in the warm-up.
             return SGLD(tilted_model, **kw)
+        if name in ("pcn", "elliptical_slice"):
+            # The reference defaults to the tilt N(x_k, τI), read from the model kwargs.
+            return _KERNEL_CLASSES[name](tilted_model, **kw)
         raise ValueError(
             f"sampler: unknown name {sampler!r}; expected one of 'nuts', 'hmc', 'sa', "
-            "'sgld', 'importance', an MCMCKernel or a factory model -> MCMCKernel."
+            "'sgld', 'pcn', 'elliptical_slice', 'importance', an MCMCKernel or a factory "
+            "model -> MCMCKernel."
         )
     if kw:
         raise ValueError("sampler_kwargs: only used with a sampler given by name.")
@@ -344,16 +366,17 @@ class MCMCSampler:
         return jax.vmap(lambda s: self.kernel.refresh(s, model_args, kw))(state)
 
     def _advance(self, state: Any, n: int, model_args: tuple, kw: dict) -> tuple[Any, jax.Array]:
-        """Run ``n`` transitions without keeping draws; also return their leapfrog steps."""
+        """Run ``n`` transitions without keeping draws; also return their variable
+        evaluation counts (see :func:`_transition_evals`), summed."""
         if n == 0:  # skip tracing the kernel for an empty scan
-            return state, jnp.zeros((), jnp.int32)
+            return state, jnp.zeros(2, jnp.int32)
 
         def one_step(s: Any, _: Any) -> tuple[Any, jax.Array]:
             s = self.kernel.sample(s, model_args, kw)
-            return s, _leapfrog_steps(s)
+            return s, _transition_evals(s)
 
         state, steps = lax.scan(one_step, state, None, length=n)
-        return state, jnp.sum(steps)
+        return state, jnp.sum(steps, axis=0)
 
     def _transitions(
         self, state: Any, n: int, model_args: tuple, kw: dict, average: Any = None, acc: Any = None
@@ -363,13 +386,13 @@ class MCMCSampler:
         Returns the state, then the draws ``(chains, n, d)`` and their statistics; or,
         given a running ``average`` (see :func:`~vi_entropy.gaussian_fit.running_average`)
         and its accumulator ``acc``, the accumulator with each draw folded into it instead
-        of kept, so memory stays ``O(chains × d)`` whatever ``n``; and last the leapfrog
-        steps of the transitions thinned away (all chains).
+        of kept, so memory stays ``O(chains × d)`` whatever ``n``; and last the evaluation
+        counts of the transitions thinned away (see :func:`_transition_evals`).
         """
 
         def kept(carry: tuple[Any, Any], _: Any) -> tuple[tuple[Any, Any], Any]:
             s, a = carry
-            skipped = jnp.zeros((), jnp.int32)
+            skipped = jnp.zeros(2, jnp.int32)
             if self.thinning > 1:
                 s, skipped = self._advance(s, self.thinning - 1, model_args, kw)
             s = self.kernel.sample(s, model_args, kw)
@@ -384,9 +407,9 @@ class MCMCSampler:
         swap = partial(jax.tree.map, lambda v: jnp.swapaxes(v, 0, 1))
         if average is None:
             values, stats, skipped = out
-            return state, (swap(values), swap(stats)), jnp.sum(skipped)
+            return state, (swap(values), swap(stats)), jnp.sum(skipped, axis=0)
         stats, skipped = out
-        return state, (acc, swap(stats)), jnp.sum(skipped)
+        return state, (acc, swap(stats)), jnp.sum(skipped, axis=0)
 
     # -- public -----------------------------------------------------------------------------
     def init(
@@ -412,7 +435,7 @@ class MCMCSampler:
     ) -> tuple[Any, jax.Array]:
         """Initialize a fresh copy of the kernel at ``init_params`` and run the warm-up.
 
-        Returns the state and the warm-up's leapfrog steps (all chains).
+        Returns the state and the warm-up's evaluation counts (see :func:`_transition_evals`).
         """
         self.kernel = copy.copy(self.base_kernel)
         keys = self._split(random.split(rng_key, self.num_chains))
@@ -422,7 +445,7 @@ class MCMCSampler:
 
     def _prepare(self, state: Any, rng_key: Any, model_args: tuple, kw: dict) -> tuple[Any, Any]:
         """Re-adapt, or refresh the cached energies for the new target; with the
-        leapfrog steps this took beyond the counted refresh."""
+        variable evaluation counts this took beyond the counted refresh."""
         if self.readapt:
             return self._adapt(rng_key, state.z, model_args, kw)
         return self._split(self._refresh(self._split(state), model_args, kw)), 0
@@ -470,13 +493,17 @@ class MCMCSampler:
         return state, mean, stats, self._counts(state, stats, unkept + thinned)
 
     def _counts(
-        self, state: Any, stats: Mapping[str, jax.Array], unkept_leapfrogs: Any = 0
+        self, state: Any, stats: Mapping[str, jax.Array], unkept: Any = 0
     ) -> dict[str, jax.Array]:
         """Potential/gradient evaluations of this outer step, all chains.
 
-        Exact for HMC/NUTS (every leapfrog step, thinned and warm-up transitions
-        included, plus one evaluation per chain at the refreshed start point), SA and
-        SGLD.  With ``readapt`` they are lower bounds: one value-and-gradient per chain
+        ``unkept`` holds the counts of :func:`_transition_evals` for the transitions
+        whose statistics were not kept (warm-up, thinning).  Exact for HMC/NUTS (every
+        leapfrog step, thinned and warm-up transitions included, plus one evaluation per
+        chain at the refreshed start point), SA, SGLD, pCN (one per transition and one
+        per chain at the refresh) and elliptical slice (``1 +`` shrinks per transition,
+        plus the refresh; ``num_potential_evals_executed`` counts what vectorized chains
+        evaluate in lockstep: every chain as many times as the slowest).  With ``readapt`` they are lower bounds: one value-and-gradient per chain
         for NumPyro's ``initialize_model`` is counted, but its trace of the model and the
         step-size search of HMC/NUTS warm-up (a few evaluations per chain) are not.
         These are the evaluations each chain needs; vectorized chains run in lockstep,
@@ -486,23 +513,53 @@ class MCMCSampler:
         c, s = self.num_chains, self.num_samples * self.thinning
         warm = self.num_warmup if self.readapt else 0
         init = c if self.readapt else 0  # initialize_model's value-and-gradient
+        unkept = jnp.broadcast_to(jnp.asarray(unkept, jnp.int32), (2,))
         if "n_steps" in stats:
-            grads = jnp.sum(stats["n_steps"]) + unkept_leapfrogs + c + init  # + refresh / init
+            grads = jnp.sum(stats["n_steps"]) + unkept[0] + c + init  # + refresh / init
             return {"num_grad_evals": grads, "num_potential_evals": grads}
         if isinstance(state, SAState):
             pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
             evals = c * (s + warm + pop + 1) + init
             return {"num_grad_evals": jnp.asarray(init), "num_potential_evals": jnp.asarray(evals)}
         if isinstance(state, SGLDState):
-            evals = c * (s + warm) + init
+            # An adapting warm-up transition takes a second gradient (its Metropolis test).
+            per_warm = 1 if state.adapt_state is None else 2
+            evals = c * (s + per_warm * warm) + init
             return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
+        # pCN and elliptical slice: no gradient, even at initialization; with readapt,
+        # `initialize_model` checks one point (an evaluation), then every chain's start.
+        start = c + (1 if self.readapt else 0)
+        zero = jnp.asarray(0)
+        if isinstance(state, PCNState):
+            evals = c * (s + warm) + start
+            return {"num_grad_evals": zero, "num_potential_evals": jnp.asarray(evals)}
+        if isinstance(state, EllipticalSliceState):
+            n = stats["n_evals"]  # (chains, draws)
+            logical = jnp.sum(n) + unkept[0] + start
+            executed = c * jnp.sum(jnp.max(n, axis=0)) + unkept[1] + start
+            return {
+                "num_grad_evals": zero,
+                "num_potential_evals": logical,
+                "num_potential_evals_executed": executed,
+            }
         return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
 
 
-def _leapfrog_steps(state: Any) -> jax.Array:
-    """Leapfrog steps of the last transition, summed over chains (0 for other kernels)."""
+def _transition_evals(state: Any) -> jax.Array:
+    """Variable evaluation counts of the last transition of vectorized chains.
+
+    ``[logical, executed]``: NUTS/HMC's leapfrog steps summed over chains (twice);
+    elliptical slice's evaluations summed over chains, and ``chains × max`` over
+    chains, what lockstep chains execute; zeros for kernels with fixed counts.
+    """
+    if isinstance(state, EllipticalSliceState):
+        n = state.num_evals.astype(jnp.int32)
+        return jnp.stack([jnp.sum(n), n.shape[0] * jnp.max(n)])
     steps = getattr(state, "num_steps", None)
-    return jnp.zeros((), jnp.int32) if steps is None else jnp.sum(steps).astype(jnp.int32)
+    if steps is None:
+        return jnp.zeros(2, jnp.int32)
+    total = jnp.sum(steps).astype(jnp.int32)
+    return jnp.stack([total, total])
 
 
 def _stats(state: Any) -> dict[str, jax.Array]:

@@ -20,19 +20,25 @@ from __future__ import annotations
 import copy
 from collections import namedtuple
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import random
+from jax import lax, random
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
+from numpyro.infer.hmc_util import IntegratorState, warmup_adapter
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
 
-SGLDState = namedtuple("SGLDState", ["i", "z", "potential_energy", "grad_norm", "rng_key"])
+SGLDState = namedtuple(
+    "SGLDState",
+    ["i", "z", "potential_energy", "grad_norm", "rng_key", "adapt_state"],
+    defaults=(None,),
+)
 """State of :class:`SGLD`.
 
 - **i** - iteration count.
@@ -41,10 +47,18 @@ SGLDState = namedtuple("SGLDState", ["i", "z", "potential_energy", "grad_norm", 
   taken (the previous draw; a diagnostic, not used by the dynamics).
 - **grad_norm** - Euclidean norm of that gradient (a diagnostic).
 - **rng_key** - random key for the next transition.
+- **adapt_state** - NumPyro's ``HMCAdaptState`` (step size, diagonal inverse mass
+  matrix, dual-averaging and Welford states) when the step size is adapted
+  (``step_size=None``), else ``None``.
 
 Example: ``SGLD(model).init(jax.random.PRNGKey(0), 0, {"x": jnp.zeros(())})`` is
 ``SGLDState(i=0, z={"x": 0.0}, ...)``.
 """
+
+
+# Relative size of the probe that estimates the curvature at the first draw, which sets
+# the first step size of the warm-up.
+_PROBE = 1e-3
 
 
 class SGLD(MCMCKernel):
@@ -63,13 +77,35 @@ class SGLD(MCMCKernel):
         potential then scales the likelihood by ``N / B``, an unbiased estimate).
     potential_fn : callable, optional
         Potential energy ``z -> U(z)`` when no model is given.
-    step_size : float or callable, default 1e-3
+    step_size : float, callable or None, default None
         ``η``; a callable ``t -> η_t`` gives a schedule (e.g. ``a (b + t)^{-γ}`` for the
-        decreasing steps of Welling & Teh, or any Optax schedule).
+        decreasing steps of Welling & Teh, or any Optax schedule).  ``None`` adapts it
+        during the warm-up, as NUTS does, and preconditions (see Notes).
     noise_scale : float, default 1.0
         ``s``; 1 samples ``exp(-U)``, smaller values sample a colder density.
     init_strategy : callable, default ``init_to_uniform``
         NumPyro init strategy, used when ``init_params`` is not given.
+    target_accept_prob : float, default 0.95
+        With ``step_size=None``: the Metropolis acceptance probability the warm-up aims
+        the Langevin proposal at, a measure of its discretization error (there is no
+        Metropolis correction, so it is higher than MALA's optimal 0.57).
+
+    Notes
+    -----
+    With ``step_size=None`` (the default) each chain adapts, during its ``num_warmup``
+    transitions, a step size ``η`` and a diagonal inverse mass matrix ``M⁻¹``, then
+    keeps both fixed: ``z ← z − η M⁻¹ ∇U_B(z) + s √(2η M⁻¹) ξ``.  The adaptation is
+    NumPyro's, as for NUTS (``numpyro.infer.hmc_util.warmup_adapter``: dual averaging of
+    ``log η`` on an acceptance probability, and ``M⁻¹`` the variance of the draws in
+    Stan's windows); the acceptance probability is that which a Metropolis test of
+    each warm-up transition would give (MALA's), so that ``η`` is as large as the
+    discretization error allows.  The first ``η`` is ``0.1 / κ``, with ``κ`` the
+    curvature along the gradient at the first draw.  A warm-up transition costs two
+    gradients, a later one one.  After the warm-up the dynamics is plain Langevin with
+    a constant mass matrix; its bias is ``O(η)`` (for a Gaussian target in ``d``
+    dimensions the adapted ``η M⁻¹`` is about ``0.35 σ²`` for ``d = 1``, ``0.1 σ²`` for
+    ``d = 100``: the variance comes out about 20% and 5% too large; the mean is exact).
+    A given ``step_size`` is used as it is, without a mass matrix.
 
     Example
     -------
@@ -82,6 +118,10 @@ class SGLD(MCMCKernel):
     >>> mcmc.run(jax.random.PRNGKey(0))
     >>> round(float(mcmc.get_samples()["x"].mean()), 1)
     1.0
+    >>> mcmc = MCMC(SGLD(model), num_warmup=200, num_samples=2000, progress_bar=False)
+    >>> mcmc.run(jax.random.PRNGKey(0))  # the step size adapted during the warm-up
+    >>> round(float(mcmc.get_samples()["x"].mean()), 1)
+    1.0
     """
 
     sample_field = "z"
@@ -90,25 +130,43 @@ class SGLD(MCMCKernel):
         self,
         model: Callable | None = None,
         potential_fn: Callable | None = None,
-        step_size: float | Callable[[Any], Any] = 1e-3,
+        step_size: float | Callable[[Any], Any] | None = None,
         noise_scale: float = 1.0,
         init_strategy: Callable = init_to_uniform,
+        target_accept_prob: float = 0.95,
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("SGLD: give exactly one of `model` and `potential_fn`.")
-        if not callable(step_size):
+        target_accept_prob = float(target_accept_prob)
+        if not 0 < target_accept_prob < 1:
+            raise ValueError(
+                f"target_accept_prob: expected a float in (0, 1), got {target_accept_prob}."
+            )
+        if step_size is not None and not callable(step_size):
             step_size = float(step_size)
             if not (jnp.isfinite(step_size) and step_size > 0):
                 raise ValueError(f"step_size: expected a finite float > 0, got {step_size}.")
         noise_scale = float(noise_scale)
         if not (jnp.isfinite(noise_scale) and noise_scale >= 0):
             raise ValueError(f"noise_scale: expected a finite float >= 0, got {noise_scale}.")
+        if step_size is None and noise_scale == 0:
+            raise ValueError(
+                "step_size: with noise_scale=0 there is no Langevin target to adapt the "
+                "step size to; give step_size."
+            )
         self._model = model
         self._potential_fn = potential_fn
         self.step_size = step_size
         self.noise_scale = noise_scale
+        self.target_accept_prob = target_accept_prob
         self._init_strategy = init_strategy
         self._postprocess_fn: Callable | None = None
+        self._num_warmup = 0
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the step size and preconditioner are adapted (``step_size=None``)."""
+        return self.step_size is None
 
     @property
     def model(self) -> Callable | None:
@@ -156,9 +214,28 @@ class SGLD(MCMCKernel):
         elif init_params is None:
             raise ValueError("SGLD: `init_params` is required when using `potential_fn`.")
 
+        if self.adapts and num_warmup < 1:
+            raise ValueError(
+                "SGLD: the step size is adapted during the warm-up, but num_warmup=0; "
+                "give num_warmup > 0, or a step_size (sampler_kwargs={'step_size': ...} "
+                "in LocalEntropy)."
+            )
+        self._num_warmup = int(num_warmup)
+        if self.adapts:
+            self._adapter = warmup_adapter(
+                self._num_warmup, target_accept_prob=self.target_accept_prob
+            )
+
         def one(z: Any, key: Any) -> SGLDState:
-            zero = jnp.zeros((), ravel_pytree(z)[0].dtype)
-            return SGLDState(jnp.array(0), z, zero, zero, key)
+            flat, unravel = ravel_pytree(z)
+            zero = jnp.zeros((), flat.dtype)
+            if not self.adapts:
+                return SGLDState(jnp.array(0), z, zero, zero, key)
+            key, key_adapt, key_batch = random.split(key, 3)
+            eta = self._first_step_size(flat, unravel, key_batch, model_args, model_kwargs)
+            info = IntegratorState(z=flat)
+            adapt = self._adapter[0](info, key_adapt, eta, mass_matrix_size=flat.shape[0])
+            return SGLDState(jnp.array(0), z, zero, zero, key, adapt)
 
         if vectorized:
             return jax.vmap(one)(init_params, rng_key)
@@ -177,15 +254,68 @@ class SGLD(MCMCKernel):
         new = flat - eta * g_flat + self.noise_scale * jnp.sqrt(2.0 * eta) * noise
         return SGLDState(state.i + 1, unravel(new), pe, jnp.linalg.norm(g_flat), key)
 
+    def _first_step_size(
+        self, flat: jax.Array, unravel: Callable, key: Any, model_args: tuple, model_kwargs: dict
+    ) -> jax.Array:
+        """``0.1 / κ``, with ``κ`` the curvature of ``U`` along its gradient at ``flat``."""
+        grad = jax.grad(self._potential)
+        g = ravel_pytree(grad(unravel(flat), key, model_args, model_kwargs))[0]
+        norm = jnp.linalg.norm(g)
+        h = _PROBE * (1 + jnp.linalg.norm(flat)) / jnp.sqrt(flat.shape[0])
+        direction = g / jnp.where(norm > 0, norm, 1)
+        g2 = ravel_pytree(grad(unravel(flat + h * direction), key, model_args, model_kwargs))[0]
+        curvature = jnp.abs(jnp.dot(g2 - g, direction)) / h
+        eta = 0.1 / curvature
+        return jnp.where(jnp.isfinite(eta) & (eta > 0), eta, 1e-3).astype(flat.dtype)
+
+    def _adapted_one(
+        self, state: SGLDState, model_args: tuple, model_kwargs: dict, warmup: bool
+    ) -> SGLDState:
+        """One transition with a mass matrix; in the warm-up, also adapt it and ``η``."""
+        key, key_batch, key_noise = random.split(state.rng_key, 3)
+        potential = jax.value_and_grad(self._potential)
+        pe, grad = potential(state.z, key_batch, model_args, model_kwargs)
+        flat, unravel = ravel_pytree(state.z)
+        g = ravel_pytree(grad)[0]
+        a = state.adapt_state
+        step = a.step_size * a.inverse_mass_matrix
+        noise = random.normal(key_noise, flat.shape, flat.dtype)
+        new = flat - step * g + self.noise_scale * jnp.sqrt(2 * step) * noise
+        if not warmup:
+            return SGLDState(state.i + 1, unravel(new), pe, jnp.linalg.norm(g), key, a)
+        # The Metropolis test of this Langevin proposal for exp(-U / s²), not applied: its
+        # acceptance probability measures the discretization error of the step size.
+        pe_new, grad_new = potential(unravel(new), key_batch, model_args, model_kwargs)
+        g_new = ravel_pytree(grad_new)[0]
+        var = 4 * step * self.noise_scale**2
+        forward = jnp.sum((new - flat + step * g) ** 2 / var)
+        backward = jnp.sum((flat - new + step * g_new) ** 2 / var)
+        log_accept = (pe - pe_new) / self.noise_scale**2 + forward - backward
+        accept = jnp.where(jnp.isnan(log_accept), 0.0, jnp.exp(jnp.minimum(log_accept, 0.0)))
+        info = IntegratorState(new, None, pe_new, g_new)
+        adapt = self._adapter[1](state.i, accept.astype(flat.dtype), info, a)
+        return SGLDState(state.i + 1, unravel(new), pe, jnp.linalg.norm(g), key, adapt)
+
     def sample(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
         key = state.rng_key
         vectorized = key.ndim > (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1)
-        if vectorized:
-            return jax.vmap(self._sample_one, in_axes=(0, None, None))(
-                state, model_args, model_kwargs
-            )
-        return self._sample_one(state, model_args, model_kwargs)
+        if not self.adapts:
+            if vectorized:
+                return jax.vmap(self._sample_one, in_axes=(0, None, None))(
+                    state, model_args, model_kwargs
+                )
+            return self._sample_one(state, model_args, model_kwargs)
+
+        def run(warmup: bool) -> Callable[[SGLDState], SGLDState]:
+            fn = partial(self._adapted_one, model_args=model_args, model_kwargs=model_kwargs)
+            fn = partial(fn, warmup=warmup)
+            return jax.vmap(fn) if vectorized else fn
+
+        # Chains run in lockstep: decided once for all (a real branch, so that the
+        # transitions after the warm-up cost one gradient, not two).
+        in_warmup = jnp.any(state.i < self._num_warmup)
+        return lax.cond(in_warmup, run(True), run(False), state)
 
     def postprocess_fn(self, model_args: tuple, model_kwargs: dict) -> Callable:
         if self._postprocess_fn is None:
@@ -206,4 +336,6 @@ class SGLD(MCMCKernel):
         return kernel
 
     def get_diagnostics_str(self, state: SGLDState) -> str:
+        if state.adapt_state is not None:
+            return f"step size {float(jnp.mean(state.adapt_state.step_size)):.2e} (adapted)"
         return f"step size {float(jnp.mean(jnp.asarray(self._step_size(state.i)))):.2e}"
