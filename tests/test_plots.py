@@ -59,7 +59,7 @@ def test_sampler_health_plot_mcmc(tmp_path):
         "acceptance rate",
         "divergent transitions",
         "max split R-hat",
-        "min ESS",
+        "min bulk ESS",
     ]
     assert [len(ax.get_lines()) for ax in axes] == [1, 1, 2, 1]  # R-hat has its 1.01 line
     saved(axes[0].figure, tmp_path / "health.png")
