@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path
 
-from vi_entropy.samplers.mcmc import Draws
+from vi_entropy.types import Draws
 
 FORMAT = "vi_entropy.checkpoint"
 VERSION = 1

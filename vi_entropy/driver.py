@@ -22,7 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,180 +46,16 @@ from vi_entropy.diagnostics import (
 )
 from vi_entropy.faults import Fault, advise, all_finite, describe, flag
 from vi_entropy.gaussian_fit import GaussianGuide
-from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
-
-
-class VIEntropyWarning(UserWarning):
-    """Warnings raised by vi_entropy (turned into errors in its own test suite).
-
-    Example
-    -------
-    >>> import warnings
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("error", VIEntropyWarning)  # as our test suite does
-    ...     try:
-    ...         warnings.warn("tau is large", VIEntropyWarning)
-    ...     except VIEntropyWarning as err:
-    ...         print("caught:", err)
-    caught: tau is large
-    """
-
-
-class TwoStepState(NamedTuple):
-    """State of a two-step scheme (a pytree).
-
-    - **centre** - the current centre ``x_k``, a flat vector in the model's unconstrained
-      space (``scheme.get_params(state)`` gives it named and constrained).
-    - **inner** - the step-2 state: MCMC kernel states of all chains, the SVI state, ...
-    - **step** - the outer step count ``k``.
-    - **rng_key** - key for the next outer step.
-    - **num_rejected** - consecutive rejected outer steps (see :mod:`vi_entropy.faults`).
-    - **num_rejected_total** - rejected outer steps since :meth:`TwoStepScheme.init`.
-
-    Example
-    -------
-    >>> import jax, numpyro, numpyro.distributions as dist
-    >>> from vi_entropy import LocalEntropy
-    >>> def model(y=None):
-    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
-    ...                   progress_bar=False)
-    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
-    >>> int(state.step), state.centre.shape
-    (0, (1,))
-    >>> state, info = le.update(state, 2.0)
-    >>> int(state.step)
-    1
-    """
-
-    centre: jax.Array
-    inner: Any
-    step: jax.Array
-    rng_key: jax.Array
-    num_rejected: jax.Array
-    num_rejected_total: jax.Array = np.int32(0)
-
-
-class OuterOptimState(NamedTuple):
-    """``state.inner`` of a scheme given an ``outer_optim`` (our extension; a pytree).
-
-    - **inner** - the step-2 state (what ``state.inner`` holds without ``outer_optim``).
-    - **opt_state** - the outer optimizer's state (e.g. Adam's moments and count).
-
-    Checkpoints save both; a rejected outer step leaves both as they were.
-
-    Example
-    -------
-    >>> import jax, optax, numpyro, numpyro.distributions as dist
-    >>> from vi_entropy import LocalEntropy
-    >>> def model(y=None):
-    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
-    ...                   outer_optim=optax.adam(0.1), progress_bar=False)
-    >>> state = le.init(jax.random.PRNGKey(0), 2.0)
-    >>> type(state.inner).__name__, int(state.inner.opt_state[0].count)
-    ('OuterOptimState', 0)
-    """
-
-    inner: Any
-    opt_state: Any
-
-
-class RunResult(NamedTuple):
-    """What :meth:`TwoStepScheme.run` returns.
-
-    - **params** - dict: latent site name -> final centre, constrained.
-    - **state** - the final :class:`TwoStepState` (pass it as ``init_state`` to continue).
-    - **info** - dict of per-outer-step diagnostics, each stacked over steps.
-    - **draws** - dict: outer step -> :class:`~vi_entropy.samplers.Draws` kept by ``run``
-      (``keep_draws``), empty for heat regularization.
-    - **trace** - dict of arrays over the tracked steps (``run``'s ``track_every``):
-      ``step``, ``centre`` (flat, unconstrained), ``tau``, ``loss`` (``f(x_k)``),
-      ``regularized_loss`` and ``regularized_loss_se`` (``F_τ(x_k)`` for local entropy,
-      ``f_τ(x_k)`` for heat regularization), ``num_potential_evals`` (the tracking's
-      cost) and, for local entropy, ``smoothing_ess`` (Kish ESS of the weights
-      ``e^{−f}`` behind the estimate: its SE is unreliable when that is small); empty
-      when tracking is off.
-
-    Example
-    -------
-    >>> import jax, numpyro, numpyro.distributions as dist
-    >>> from vi_entropy import LocalEntropy
-    >>> def model(y=None):
-    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
-    ...                   progress_bar=False)
-    >>> result = le.run(jax.random.PRNGKey(0), 5, 2.0, track_every=1)
-    >>> result.params["mu"].shape, result.info["num_potential_evals"].shape
-    ((), (5,))
-    >>> list(result.draws), result.trace["step"].tolist()
-    ([4], [0, 1, 2, 3, 4, 5])
-    """
-
-    params: dict[str, jax.Array]
-    state: TwoStepState
-    info: dict[str, np.ndarray]
-    draws: dict[int, Draws]
-    trace: dict[str, np.ndarray] | None = None
-
-    def __repr__(self) -> str:
-        # A summary: the arrays themselves can run to millions of numbers.
-        def shape(x: Any) -> str:
-            return "(" + ", ".join(map(str, np.shape(x))) + ")"
-
-        sites = ", ".join(f"{k}{shape(v)}" for k, v in self.params.items())
-        step = getattr(self.state, "step", None)
-        steps = None if step is None else int(np.asarray(jax.device_get(step)))
-        trace = self.trace or {}
-        tracked = len(next(iter(trace.values()))) if trace else 0
-        kept = sorted(self.draws)
-        draws = f"{len(kept)} step(s)"
-        if kept:
-            shown = kept if len(kept) <= 4 else f"{kept[0]}..{kept[-1]}"
-            values = getattr(self.draws[kept[-1]], "values", None)
-            draws += f" {shown}" + ("" if values is None else f", values{shape(values)}")
-        return (
-            f"RunResult(steps={steps}, params={{{sites}}}, info={sorted(self.info)}, "
-            f"draws={{{draws}}}, trace={tracked} tracked step(s))"
-        )
-
-
-class RejectedStepsError(RuntimeError):
-    """Too many consecutive outer steps were rejected; ``.result`` holds the last good run.
-
-    Raised by :meth:`TwoStepScheme.run` after ``max_rejections`` consecutive outer steps
-    whose proposed centre was not finite (each is rejected: the centre stays put).
-
-    Attributes
-    ----------
-    result : RunResult
-        The run up to the last accepted step.
-
-    Example
-    -------
-    >>> import jax, numpyro, numpyro.distributions as dist
-    >>> from vi_entropy import LocalEntropy
-    >>> def model(y=None):
-    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
-    ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> le = LocalEntropy(model, tau=0.1, sampler="importance", num_samples=100,
-    ...                   progress_bar=False)
-    >>> try:
-    ...     result = le.run(jax.random.PRNGKey(0), 3, 2.0)
-    ... except RejectedStepsError as err:
-    ...     result = err.result  # keep what was good, then lower tau or the step sizes
-    >>> int(result.state.step)
-    3
-    """
-
-    def __init__(self, message: str, result: RunResult) -> None:
-        super().__init__(message)
-        self.result = result
+from vi_entropy.types import (
+    Draws,
+    OuterOptimState,
+    RejectedStepsError,
+    RunResult,
+    TwoStepState,
+    VIEntropyWarning,
+)
 
 
 class _Static:

@@ -20,9 +20,9 @@ from numpyro.infer import SVI, Trace_ELBO
 
 from vi_entropy.faults import Fault, flag
 from vi_entropy.guide import GaussianGuide
-from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
+from vi_entropy.types import Draws
 
 AVERAGING = ("arithmetic", "exponential")
 

@@ -20,8 +20,9 @@ from vi_entropy import _validation as check
 from vi_entropy.driver import TwoStepScheme, _jsonable
 from vi_entropy.faults import Fault, flag
 from vi_entropy.gaussian_fit import AVERAGING, moment_match, running_average
-from vi_entropy.samplers.importance import ImportanceSampler, effective_sample_size
-from vi_entropy.samplers.mcmc import Draws, MCMCSampler, check_sampler_kwargs, make_kernel
+from vi_entropy.inner.importance import ImportanceSampler, effective_sample_size
+from vi_entropy.inner.mcmc import MCMCSampler, check_sampler_kwargs, make_kernel
+from vi_entropy.types import Draws
 
 SAMPLERS = ("nuts", "hmc", "sa", "sgld", "pcn", "elliptical_slice", "importance")
 

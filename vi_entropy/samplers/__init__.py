@@ -1,12 +1,25 @@
-"""Samplers of the tilted posterior: NumPyro kernels, SGLD, pCN, elliptical slice,
-importance sampling."""
+"""Samplers of the tilted posterior (public names; they live in :mod:`vi_entropy.inner`).
 
-from vi_entropy.samplers.elliptical_slice import EllipticalSlice, EllipticalSliceState
-from vi_entropy.samplers.importance import ImportanceSampler, ImportanceState, effective_sample_size
-from vi_entropy.samplers.mcmc import Draws, MCMCSampler, make_kernel
-from vi_entropy.samplers.pcn import PCN, PCNState
-from vi_entropy.samplers.sa import SA
-from vi_entropy.samplers.sgld import SGLD, SGLDState
+The kernels (:class:`SGLD`, :class:`PCN`, :class:`EllipticalSlice`, :class:`SA`, also
+``MCMCKernel``s for :class:`numpyro.infer.MCMC`), local entropy's samplers as inner steps
+(:class:`MCMCSampler`, :class:`ImportanceSampler`) and the :class:`Draws` they return.
+"""
+
+from vi_entropy.inner import (
+    PCN,
+    SA,
+    SGLD,
+    Draws,
+    EllipticalSlice,
+    EllipticalSliceState,
+    ImportanceSampler,
+    ImportanceState,
+    MCMCSampler,
+    PCNState,
+    SGLDState,
+    effective_sample_size,
+    make_kernel,
+)
 
 __all__ = [
     "PCN",

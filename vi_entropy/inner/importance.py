@@ -17,9 +17,9 @@ import jax.numpy as jnp
 from jax import lax, random
 from jax.scipy.special import logsumexp
 
-from vi_entropy.samplers.mcmc import Draws
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
+from vi_entropy.types import Draws
 
 
 class ImportanceState(NamedTuple):

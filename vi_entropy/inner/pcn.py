@@ -28,7 +28,7 @@ from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 
 from vi_entropy import _validation as check
-from vi_entropy.samplers.gaussian_reference import GaussianReferenceKernel, reference_energy
+from vi_entropy.inner.gaussian_reference import GaussianReferenceKernel, reference_energy
 
 
 class PCNState(NamedTuple):

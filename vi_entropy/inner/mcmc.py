@@ -20,7 +20,7 @@ import copy
 import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +31,13 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.sa import SAState
 
 from vi_entropy import _validation as check
-from vi_entropy.samplers.elliptical_slice import EllipticalSlice, EllipticalSliceState
-from vi_entropy.samplers.pcn import PCN, PCNState
-from vi_entropy.samplers.sa import SA
-from vi_entropy.samplers.sgld import SGLD, SGLDState
+from vi_entropy.inner.elliptical_slice import EllipticalSlice, EllipticalSliceState
+from vi_entropy.inner.pcn import PCN, PCNState
+from vi_entropy.inner.sa import SA
+from vi_entropy.inner.sgld import SGLD, SGLDState
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
+from vi_entropy.types import Draws
 
 # Per-transition statistics read from kernel states when present, with the names ArviZ
 # uses in its ``sample_stats`` group.
@@ -51,29 +52,6 @@ _STAT_FIELDS = {
     "num_evals": "n_evals",
     "capped": "slice_capped",
 }
-
-
-class Draws(NamedTuple):
-    """Draws of the tilted posterior from one outer step.
-
-    - **values** - flat unconstrained draws, shape ``(chains, draws, d)``.
-    - **log_weights** - importance log-weights of shape ``(chains, draws)``, or ``None``
-      for (unweighted) MCMC draws.
-    - **stats** - per-draw statistics, each of shape ``(chains, draws)``.
-
-    ``result.draws[k]`` of a local-entropy run holds one per kept outer step ``k``.
-
-    Example
-    -------
-    >>> import jax.numpy as jnp
-    >>> d = Draws(jnp.zeros((4, 50, 3)), None, {"acceptance_rate": jnp.ones((4, 50))})
-    >>> d.values.shape, d.log_weights is None
-    ((4, 50, 3), True)
-    """
-
-    values: jax.Array
-    log_weights: jax.Array | None
-    stats: dict[str, jax.Array]
 
 
 def default_sa_state_size(dim: int) -> int:
