@@ -87,7 +87,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     dynamic, static = partition_args(args, kwargs)
     mem = (
-        le._update_jit.lower(state, dynamic, static=static, with_draws=False)
+        le._step_jit.lower(state, dynamic, static=static, with_draws=False)
         .compile()
         .memory_analysis()
     )

@@ -27,8 +27,8 @@ from vi_entropy import (
     monotonicity,
 )
 from vi_entropy.diagnostics import bulk_effective_sample_size
-from vi_entropy.driver import chain_diagnostics
 from vi_entropy.experiment import method_settings
+from vi_entropy.observers import chain_diagnostics
 from vi_entropy.samplers import SGLD
 
 UCB = ZOO["ucbadmit"]

@@ -58,20 +58,20 @@ def assert_results_equal(a, b):
 @contextlib.contextmanager
 def interrupted_at_step(scheme, n):
     """Raise ``KeyboardInterrupt`` (as Ctrl-C does) when ``scheme`` starts outer step ``n``
-    of a run (white box: wraps the compiled step)."""
-    update = scheme._update_jit
+    of a run (white box: wraps the scheme's update, which run repeats)."""
     calls = itertools.count()
+    update = scheme._update
 
     def flaky(*args, **kwargs):
         if next(calls) == n:
             raise KeyboardInterrupt
         return update(*args, **kwargs)
 
-    scheme._update_jit = flaky
+    scheme._update = flaky
     try:
         yield
     finally:
-        scheme._update_jit = update
+        del scheme._update
 
 
 @pytest.mark.x64

@@ -50,10 +50,20 @@ def make(name, model=linreg_model, **kwargs):
 def _exposing_mean(cls):
     """``cls`` with step 2's mean ``m_k`` copied into ``info["m"]`` (white box)."""
 
+    class Exposing:  # an InnerStep around the scheme's own
+        def __init__(self, inner):
+            self.inner = inner
+
+        def init(self, *args):
+            return self.inner.init(*args)
+
+        def step(self, *args):
+            mean, state, info, draws = self.inner.step(*args)
+            return mean, state, {**info, "m": mean}, draws
+
     class Exposed(cls):
-        def _step2(self, *args, **kwargs):
-            mean, inner, info, draws = super()._step2(*args, **kwargs)
-            return mean, inner, {**info, "m": mean}, draws
+        def _make_inner(self):
+            return Exposing(super()._make_inner())
 
     return Exposed
 

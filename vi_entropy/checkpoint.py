@@ -308,3 +308,19 @@ def restore_state(ckpt: Checkpoint, template: Any) -> Any:
         raise CheckpointError(ckpt.path, problem + ".")
     treedef = jax.tree.structure(template)
     return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in ckpt.leaves])
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly description of an option (callables by name)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if callable(value):
+        name = getattr(value, "__qualname__", None) or type(value).__name__
+        return f"<{name}>"
+    return repr(value)

@@ -1,55 +1,65 @@
-"""The two-step driver shared by local entropy and heat regularization.
+"""The two-step scheme shared by local entropy and heat regularization.
 
 Every outer step ``k``: (1) shift: form the tilted posterior ``φ_k`` around ``x_k``;
-(2) fit ``N(m, τI)`` to it (the subclass's step 2); then
-``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping), or,
-with ``outer_optim`` (our extension), an Optax step on the direction ``(x_k − m)/τ``.
+(2) fit ``N(m, τI)`` to it (the scheme's inner step, :class:`~vi_entropy.types.InnerStep`);
+then ``x_{k+1} = (1 − α) x_k + α m`` (``α = 1`` is the paper; ``α < 1`` is our damping),
+or, with ``outer_optim`` (our extension), an Optax step on the direction ``(x_k − m)/τ``.
 
-The driver mirrors :class:`numpyro.infer.SVI`: :meth:`~TwoStepScheme.init`,
-:meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
-:meth:`~TwoStepScheme.get_params` and a :class:`RunResult` namedtuple.  ``update`` is
-compiled once: the centre, ``τ`` (evaluated from its schedule inside the compiled step)
-and the model's array arguments are traced data (unless the model needs them concrete:
-``jit_model_args``).  So is the tracking estimator of the
-regularized loss (:meth:`~TwoStepScheme.regularized_loss`), reused at every tracked step.
+:class:`TwoStepScheme` is a thin shell in the manner of :class:`numpyro.infer.SVI`:
+:meth:`~TwoStepScheme.init`, :meth:`~TwoStepScheme.update`, :meth:`~TwoStepScheme.run`,
+:meth:`~TwoStepScheme.get_params` and a :class:`RunResult` namedtuple.  The outer step is
+the pure function of :mod:`vi_entropy.step`, compiled once (the centre, ``τ`` evaluated
+from its schedule, and the model's array arguments are traced data unless the model needs
+them concrete: ``jit_model_args``); ``run`` is the loop of :mod:`vi_entropy.loop` over
+``update`` with the observers of :mod:`vi_entropy.observers`.  A scheme is this shell
+plus its inner step (:meth:`~TwoStepScheme._make_inner`) and its regularized loss.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import numpyro
 import optax
 from jax import random
-from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
-from tqdm.auto import trange
 
 from vi_entropy import _validation as check
 from vi_entropy import checkpoint as checkpoint_io
-from vi_entropy.diagnostics import (
-    Estimate,
-    bulk_effective_sample_size,
-    potential_with_batches,
-    smoothed_losses,
+from vi_entropy.diagnostics import Estimate
+from vi_entropy.guide import GaussianGuide
+from vi_entropy.loop import Observers, run_loop
+from vi_entropy.model_args import (
+    TRACING_ERRORS,
+    StaticArgs,
+    is_array,
+    merge_args,
+    needs_concrete_args,
+    partition_args,
+    tracing_failed,
 )
-from vi_entropy.faults import Fault, advise, all_finite, describe, flag
-from vi_entropy.gaussian_fit import GaussianGuide
+from vi_entropy.observers import (
+    Checkpointer,
+    DrawKeeper,
+    FaultGuard,
+    Progress,
+    RejectionWarner,
+    RunRecord,
+    Tracker,
+    track_losses,
+)
 from vi_entropy.sharding import BatchSharding
+from vi_entropy.step import outer_step, tau_at
 from vi_entropy.tilted import TiltedPosterior
 from vi_entropy.types import (
-    Draws,
+    InnerStep,
     OuterOptimState,
     RejectedStepsError,
     RunResult,
@@ -57,167 +67,16 @@ from vi_entropy.types import (
     VIEntropyWarning,
 )
 
-
-class _Static:
-    """Hashable holder of the non-array leaves of the model arguments (jit-static)."""
-
-    def __init__(self, treedef: Any, leaves: tuple) -> None:
-        self.treedef = treedef
-        self.leaves = leaves
-        try:
-            self._hash = hash((treedef, leaves))
-        except TypeError as err:
-            raise TypeError(
-                "model arguments: every non-array argument must be hashable (it is "
-                f"compiled in as a constant): {err}"
-            ) from err
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, _Static)
-            and self.treedef == other.treedef
-            and len(self.leaves) == len(other.leaves)
-            and all(
-                a is b or (type(a) is type(b) and a == b)
-                for a, b in zip(self.leaves, other.leaves, strict=True)
-            )
-        )
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, jax.Array | np.ndarray | np.generic)
-
-
-class _Concrete:
-    """An array argument compiled in as a constant (``jit_model_args=False``).
-
-    Hashed by type, shape and dtype; equal to the same object or to an array of the same
-    contents, so that the step compiles once per distinct data, not once per call.
-    """
-
-    __slots__ = ("_hash", "value")
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self._hash = hash((type(value), np.shape(value), str(jnp.result_type(value))))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Concrete) or hash(self) != hash(other):
-            return False
-        a, b = self.value, other.value
-        if a is b:
-            return True
-        a, b = np.asarray(a), np.asarray(b)
-        return bool(np.array_equal(a, b, equal_nan=np.issubdtype(a.dtype, np.inexact)))
-
-
-def partition_args(
-    args: tuple, kwargs: Mapping[str, Any], concrete: bool = False
-) -> tuple[list, _Static]:
-    """Split model arguments into arrays (traced) and everything else (static).
-
-    With ``concrete`` the arrays are static too (compiled in as constants), so that the
-    model sees them as the NumPy or JAX arrays it was given (``jit_model_args=False``).
-    """
-    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
-    if concrete:
-        static = tuple(_Concrete(leaf) if _is_array(leaf) else leaf for leaf in leaves)
-        return [None] * len(leaves), _Static(treedef, static)
-    dynamic = [leaf if _is_array(leaf) else None for leaf in leaves]
-    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
-    return dynamic, _Static(treedef, static)
-
-
-def merge_args(dynamic: Sequence, static: _Static) -> tuple[tuple, dict]:
-    leaves = [
-        d if s is None else (s.value if isinstance(s, _Concrete) else s)
-        for d, s in zip(dynamic, static.leaves, strict=True)
-    ]
-    args, kwargs = jax.tree.unflatten(static.treedef, leaves)
-    return args, kwargs
-
-
-# What JAX raises when a model needs a concrete value of a traced argument: NumPy on it
-# (``np.unique(dept)``), ``int()``/``bool()`` of it, Python control flow or boolean
-# indexing with it.
-_TRACING_ERRORS = (
-    jax.errors.TracerArrayConversionError,
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.NonConcreteBooleanIndexError,
-)
-
-
-def _stack(infos: list[dict]) -> dict[str, np.ndarray]:
-    """Stack per-step diagnostics on the host (one transfer, no compilation per length)."""
-    if not infos:
-        return {}
-    infos = jax.device_get(infos)
-    return {k: np.stack([i[k] for i in infos]) for k in infos[0]}
-
-
-# R-hat and ESS per step look at no more than this many coordinates (evenly spaced over
-# the flat vector, so every site of a small model and a spread of a large one), which
-# bounds the transfer and the host's work for networks with millions of parameters.
-DIAGNOSED_COORDINATES = 1000
-
-
-def chain_diagnostics(draws: Draws) -> dict[str, float]:
-    """Worst-coordinate split R-hat and ESS of one outer step's MCMC draws (on the host).
-
-    ``max_rhat``: the largest split R-hat over coordinates
-    (:func:`numpyro.diagnostics.split_gelman_rubin`, needs 4 draws per chain);
-    ``min_ess``: the smallest bulk effective sample size over coordinates, all chains
-    together (:func:`~vi_entropy.diagnostics.bulk_effective_sample_size`: ArviZ's
-    ``ess(method="bulk")``, rank-normalized split chains; never negative).  Models with more than
-    ``DIAGNOSED_COORDINATES`` (1000) unconstrained coordinates are diagnosed on that
-    many, evenly spaced, so the worst value is over that subset.  ``NaN`` when there
-    are too few draws.  Importance draws (weighted) get neither: their ESS is
-    ``importance_ess``.
-    """
-    if draws.log_weights is not None:
-        return {}
-    values = draws.values
-    d = values.shape[-1]
-    if d > DIAGNOSED_COORDINATES:
-        values = values[..., np.linspace(0, d - 1, DIAGNOSED_COORDINATES).astype(np.int64)]
-    values = np.asarray(values, np.float64)
-    if values.shape[1] < 4:
-        return {"max_rhat": np.nan, "min_ess": np.nan}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rhat = split_gelman_rubin(values)
-        ess = bulk_effective_sample_size(values)
-    # A coordinate that never moved (all draws equal) has no R-hat; it is not "worst".
-    return {
-        "max_rhat": float(np.nanmax(rhat)) if np.any(np.isfinite(rhat)) else np.nan,
-        "min_ess": float(np.nanmin(ess)) if np.any(np.isfinite(ess)) else np.nan,
-    }
-
-
-def _attach(
-    info: dict[str, np.ndarray], host: list[dict[str, float]], keys: Sequence[str] = ()
-) -> dict[str, np.ndarray]:
-    """Add the host-side per-step diagnostics ``keys`` (and any others found) to the
-    stacked ``info``, ``NaN`` for steps whose draws were not kept."""
-    keys = sorted(set(keys) | {k for h in host for k in h})
-    if keys:
-        info = dict(info)
-        for key in keys:
-            info[key] = np.asarray([h.get(key, np.nan) for h in host], np.float64)
-    return info
-
-
-# Fraction of a run's evaluations of ``f`` that tracking may take by default.
-TRACK_BUDGET = 0.1
-# Stream of the tracking keys: ``fold_in(state.rng_key, _TRACK_STREAM)`` leaves the run's
-# own keys untouched, so tracking never changes the iterates.
-_TRACK_STREAM = 0x7AC4
+__all__ = [
+    "OuterOptimState",
+    "RejectedStepsError",
+    "RunResult",
+    "TwoStepScheme",
+    "TwoStepState",
+    "VIEntropyWarning",
+    "merge_args",
+    "partition_args",
+]
 
 
 class TwoStepScheme:
@@ -346,52 +205,23 @@ class TwoStepScheme:
         self.tilted = TiltedPosterior(model, self.beta)
         self.guide = GaussianGuide(self.tilted)
         self._built_for: tuple | None = None
-        # The last update's info (checked for a rejection at the next call) and the
-        # faults update has warned about.
-        self._last_update_info: dict | None = None
-        self._update_warned: set[Fault] = set()
+        #: Step 2 (an :class:`~vi_entropy.types.InnerStep`), made once the model is known.
+        self.inner_step: InnerStep | None = None
+        # update's observers when none are given: a rejected step warns, one call late.
+        self._update_observers = Observers([RejectionWarner()], keep_history=False)
         self._template: tuple[Any, TwoStepState] | None = None
-        self._init_jit = jax.jit(self._init_impl, static_argnames=("static",))
-        self._update_jit = jax.jit(self._update_impl, static_argnames=("static", "with_draws"))
         self._track_jit = jax.jit(self._track_impl, static_argnames=("static", "num_samples"))
-
-    #: Per-step diagnostics ``run`` computes on the host from MCMC draws (see
-    #: :func:`chain_diagnostics`); ``NaN`` at steps whose draws were not kept.
-    _draw_diagnostics: tuple[str, ...] = ()
 
     #: Which regularized loss the scheme descends: ``"local_entropy"`` (``F_τ``) or
     #: ``"heat_loss"`` (``f_τ``); set by the subclasses.
     regularized_loss_name: str = "local_entropy"
 
-    # -- hooks for the two schemes --------------------------------------------------------
-    def _build(self) -> None:
-        """Create the step-2 machinery once the model's dimension is known."""
+    # -- the hook of a scheme ----------------------------------------------------------
+    def _make_inner(self) -> InnerStep:
+        """Step 2 of this scheme, once the model's dimension is known (``self.tilted``)."""
         raise NotImplementedError
 
-    def _init_inner(
-        self, rng_key: Any, centre: jax.Array, tau: Any, args: tuple, kwargs: dict, batch_key: Any
-    ) -> Any:
-        raise NotImplementedError
-
-    def _step2(
-        self,
-        inner: Any,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        args: tuple,
-        kwargs: dict,
-        batch_key: Any,
-        with_draws: bool = True,
-    ) -> tuple[jax.Array, Any, dict, Draws | None]:
-        """Return ``(m, inner, info, draws)``: the fitted mean and diagnostics.
-
-        With ``with_draws=False`` the draws are not returned (``None``), so step 2 may
-        avoid keeping them at all.
-        """
-        raise NotImplementedError
-
-    # -- helpers --------------------------------------------------------------------------
+    # -- set-up ---------------------------------------------------------------------------
     @property
     def tau0(self) -> float | None:
         """``τ`` as a float when it is constant, else ``None``."""
@@ -399,161 +229,64 @@ class TwoStepScheme:
 
     def tau_at(self, step: Any, dtype: Any = None) -> jax.Array:
         """``τ`` at outer step ``step`` (traceable)."""
-        tau = self.tau(step) if callable(self.tau) else self.tau
-        return jnp.asarray(tau, dtype)
+        return tau_at(self.tau, step, dtype)
 
-    def _setup(self, rng_key: Any, args: tuple, kwargs: dict) -> None:
+    def _signature(self, args: tuple, kwargs: dict) -> tuple:
+        """What the compiled functions depend on in the model arguments."""
         shapes = jax.tree.map(
-            lambda x: (jnp.shape(x), jnp.result_type(x)) if _is_array(x) else x, (args, kwargs)
+            lambda x: (jnp.shape(x), jnp.result_type(x)) if is_array(x) else x,
+            (args, kwargs),
         )
         signature = (jax.tree.structure(shapes), tuple(map(str, jax.tree.leaves(shapes))))
         if self._concrete_args:
             # Constant data may set the model's shapes (``len(np.unique(dept))``).
             signature += (partition_args(args, kwargs, concrete=True)[1],)
+        return signature
+
+    def _setup(self, rng_key: Any, args: tuple, kwargs: dict) -> None:
+        """Trace the model, make the inner step and the compiled outer step (once per
+        signature of the model arguments)."""
+        signature = self._signature(args, kwargs)
         if self._built_for == signature:
             return
         self.tilted.setup(rng_key, args, kwargs)
         if self.jit_model_args is not False:
-            # Raises, naming the option, when the arguments must be traced but cannot be.
-            self._concrete_args = self._needs_concrete_args(args, kwargs)
-            if self._concrete_args and len(signature) == 2:
-                signature += (partition_args(args, kwargs, concrete=True)[1],)
-        self._build()
+            tp = self.tilted
+            err = needs_concrete_args(tp.potential, tp.dim, tp.dtype, tp.subsamples, args, kwargs)
+            if err is not None and (self.jit_model_args or self.shard_data):
+                raise self._tracing_failed(err) from err
+            self._concrete_args = err is not None
+            signature = self._signature(args, kwargs)
+        self.inner_step = self._make_inner()
+        outer = outer_step(
+            self.inner_step,
+            self.tau,
+            alpha=self.alpha,
+            outer_optim=self.outer_optim,
+            sharding=self.sharding,
+            shard_data=self.shard_data,
+        )
+        self._init_jit = jax.jit(outer.init, static_argnames=("static",))
+        self._step_jit = jax.jit(outer.step, static_argnames=("static", "with_draws"))
         self._built_for = signature
 
-    def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, _Static]:
-        """The model arguments, traced or compiled in (see ``jit_model_args``)."""
-        return partition_args(args, kwargs, concrete=self._concrete_args)
+    def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, StaticArgs]:
+        """The model arguments, traced or compiled in (see ``jit_model_args``), placed."""
+        dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
+        return self.sharding.put(dynamic, rows=self.shard_data), static
 
     def _tracing_failed(self, err: Exception) -> TypeError:
-        """The error for a model that needs concrete data when it gets traced data."""
-        return TypeError(
-            f"{type(self).__name__}: tracing the model with its array arguments as traced "
-            "values failed: the model needs their concrete values (it calls NumPy, int(), "
-            "bool() or Python control flow on its data, e.g. len(np.unique(x))), but "
-            f"jit_model_args={self.jit_model_args} traces them"
-            + (" (shard_data=True needs traced arguments)" if self.shard_data else "")
-            + ". Use jit_model_args=False (or the default None) to compile them in as "
-            "constants, as numpyro.infer.MCMC(jit_model_args=False) does, or make the model "
-            f"work on traced arrays (jnp instead of np). JAX said: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}"
-        )
-
-    def _needs_concrete_args(self, args: tuple, kwargs: Mapping[str, Any]) -> bool:
-        """Whether the model fails on traced array arguments (traced once, not compiled).
-
-        Raises the error of :meth:`_tracing_failed` when it does and the arguments must
-        be traced (``jit_model_args=True`` or ``shard_data``).
-        """
-        dynamic, static = partition_args(args, kwargs)
-        if all(d is None for d in dynamic):
-            return False
-        centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
-
-        def probe(centre: jax.Array, dynamic: list) -> jax.Array:
-            args, kwargs = merge_args(dynamic, static)
-            batch_key = random.PRNGKey(0) if self.tilted.subsamples else None
-            return jax.grad(self.tilted.potential)(centre, args, kwargs, batch_key)
-
-        try:
-            jax.eval_shape(probe, centre, dynamic)
-        except _TRACING_ERRORS as err:
-            if self.jit_model_args or self.shard_data:
-                raise self._tracing_failed(err) from err
-            return True
-        except Exception:  # noqa: BLE001 - any other failure shows where it belongs
-            return False
-        return False
-
-    def _place_args(self, dynamic: list) -> list:
-        """Model arguments inside the compiled step: whole, or split by rows (shard_data)."""
-        return self.sharding.constrain_rows(dynamic) if self.shard_data else dynamic
-
-    def _init_impl(self, rng_key: Any, centre: jax.Array, dynamic: list, static: _Static) -> Any:
-        args, kwargs = merge_args(self._place_args(dynamic), static)
-        key_inner, key_batch = random.split(rng_key)
-        tau = self.tau_at(0, centre.dtype)
-        inner = self._init_inner(key_inner, centre, tau, args, kwargs, key_batch)
-        if self.outer_optim is None:
-            return inner
-        return OuterOptimState(inner, self.outer_optim.init(centre))
-
-    def _update_impl(
-        self, state: TwoStepState, dynamic: list, static: _Static, with_draws: bool = True
-    ) -> tuple[TwoStepState, dict, Draws | None]:
-        args, kwargs = merge_args(self._place_args(dynamic), static)
-        key, key_step, key_batch = random.split(state.rng_key, 3)
-        tau = self.tau_at(state.step, state.centre.dtype)
-        outer = self.outer_optim is not None
-        mean, inner, info, draws = self._step2(
-            state.inner.inner if outer else state.inner,
-            key_step,
-            state.centre,
-            tau,
-            args,
-            kwargs,
-            key_batch,
-            with_draws,
-        )
-        if outer:
-            # Our extension: an Optax step on the direction ∇F_τ(x_k) = (x_k − m_k)/τ_k.
-            updates, opt_state = self.outer_optim.update(
-                (state.centre - mean) / tau, state.inner.opt_state, state.centre
-            )
-            proposal = optax.apply_updates(state.centre, updates)
-            inner = OuterOptimState(inner, opt_state)
-        else:
-            proposal = (1 - self.alpha) * state.centre + self.alpha * mean
-        info = dict(info)
-        fault = info.pop("fault", jnp.int32(0))
-        fault = fault | flag(~jnp.all(jnp.isfinite(proposal)), Fault.NONFINITE_PROPOSAL)
-        fault = fault | flag(~all_finite(inner), Fault.NONFINITE_STATE)
-        fault = fault | flag(~(jnp.isfinite(tau) & (tau > 0)), Fault.BAD_TAU)
-        ok = fault == 0
-        centre = jnp.where(ok, proposal, state.centre)
-        inner = jax.tree.map(lambda new, old: jnp.where(ok, new, old), inner, state.inner)
-        total = state.num_rejected_total + jnp.where(ok, 0, 1)
-        info["step"] = state.step
-        info["tau"] = tau
-        info["displacement"] = jnp.linalg.norm(centre - state.centre)
-        info["fault"] = fault
-        info["rejected"] = ~ok
-        info["num_rejected_total"] = total
-        new_state = TwoStepState(
-            centre, inner, state.step + 1, key, jnp.where(ok, 0, state.num_rejected + 1), total
-        )
-        if self.sharding.active:
-            # Same placement in as out, so that step k + 1 reuses step k's compilation.
-            whole = self.sharding.constrain_replicated
-            if outer:
-                inner = OuterOptimState(inner.inner, whole(inner.opt_state))
-            new_state = TwoStepState(whole(new_state.centre), inner, *whole(new_state[2:]))
-            info = whole(info)
-        return new_state, info, draws
+        return tracing_failed(type(self).__name__, self.jit_model_args, self.shard_data, err)
 
     def _track_impl(
-        self, state: TwoStepState, dynamic: list, static: _Static, num_samples: int
+        self, state: TwoStepState, dynamic: list, static: StaticArgs, num_samples: int
     ) -> dict[str, jax.Array]:
-        """``f(x_k)`` and both regularized losses at the centre of ``state`` (``τ = τ_k``)."""
+        """``f(x_k)`` and the regularized loss at the centre of ``state`` (``τ = τ_k``)."""
         args, kwargs = merge_args(dynamic, static)
-        key = random.fold_in(state.rng_key, _TRACK_STREAM)
-        key_loss, key_smooth = random.split(key)
-        potential = potential_with_batches(self.tilted, args, kwargs)
-        tau = self.tau_at(state.step, state.centre.dtype)
-        smoothed = smoothed_losses(potential, state.centre, tau, key_smooth, num_samples)
-        estimate = getattr(smoothed, self.regularized_loss_name)
-        out = {
-            "step": state.step,
-            "centre": state.centre,
-            "tau": tau,
-            "loss": potential(state.centre, key_loss),
-            "regularized_loss": estimate.value,
-            "regularized_loss_se": estimate.se,
-            "num_potential_evals": jnp.asarray(num_samples + 1),
-        }
-        if self.regularized_loss_name == "local_entropy":
-            out["smoothing_ess"] = smoothed.ess  # the delta-method SE needs it not small
-        return out
+        estimate = track_losses(self.tilted, self.regularized_loss_name)
+        return estimate(
+            state, self.tau_at(state.step, state.centre.dtype), args, kwargs, num_samples
+        )
 
     # -- public API ------------------------------------------------------------------------
     def init(
@@ -595,7 +328,6 @@ class TwoStepScheme:
             self.tilted.check_params(init_params)
             centre = self.tilted.unconstrain(init_params)
         dynamic, static = self._partition(args, kwargs)
-        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
         key_batch = random.split(key_state)[1] if self.tilted.subsamples else None
         value = self.tilted.potential(centre, args, kwargs, key_batch)
         if not bool(jnp.isfinite(value)):
@@ -606,21 +338,25 @@ class TwoStepScheme:
         centre, key_state = self.sharding.put((centre, key_state))
         try:
             inner = self._init_jit(key_inner, centre, dynamic, static=static)
-        except _TRACING_ERRORS as err:
+        except TRACING_ERRORS as err:
             if self._concrete_args:
                 raise
             raise self._tracing_failed(err) from err
         zero = self.sharding.put(jnp.zeros((), jnp.int32))
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
-    def update(self, state: TwoStepState, *args: Any, **kwargs: Any) -> tuple[TwoStepState, dict]:
+    def update(
+        self, state: TwoStepState, *args: Any, observers: Observers | None = None, **kwargs: Any
+    ) -> tuple[TwoStepState, dict]:
         """One outer step (shift, then fit); returns ``(state, info)``.
 
         Compiled once: the centre, ``τ`` and the array arguments are traced (see
         ``jit_model_args``).  A rejected step (``info["rejected"]``) gives a
         :class:`VIEntropyWarning` once per kind of fault and scheme, raised by the next
         call to ``update`` (reading this step's outcome at once would make the host wait
-        for the device).
+        for the device).  Given ``observers`` (a :class:`~vi_entropy.loop.Observers`,
+        e.g. of :class:`~vi_entropy.observers.FaultGuard`), the step is handed to them
+        instead, as :meth:`run` hands every step: ``run`` is repeated ``update``.
 
         Parameters
         ----------
@@ -628,6 +364,9 @@ class TwoStepScheme:
             From :meth:`init` or a previous :meth:`update`.
         *args, **kwargs
             Model arguments (the same shapes as in :meth:`init`).
+        observers : Observers, optional
+            Watch this step (and, passed again, the next ones); call ``observers.close()``
+            after the last step for the :class:`RunResult` of them.
 
         Returns
         -------
@@ -635,24 +374,26 @@ class TwoStepScheme:
             The new state, and this step's diagnostics (on the device; see :meth:`run`).
         """
         self._require_setup()
+        if observers is not None and not isinstance(observers, Observers):
+            raise TypeError(
+                "observers: expected a vi_entropy.loop.Observers (e.g. "
+                f"Observers([FaultGuard()])), got {type(observers).__name__}."
+            )
         dynamic, static = self._partition(args, kwargs)
-        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
-        new_state, info, _ = self._update_jit(state, dynamic, static=static, with_draws=False)
-        self._warn_if_rejected(info)
-        return new_state, info
+        return self._update(state, dynamic, static, observers or self._update_observers)
 
-    def _warn_if_rejected(self, info: dict) -> None:
-        """Warn about the previous ``update``'s step if it was rejected, once per kind of
-        fault and scheme; read one call late, so that the device never waits for Python."""
-        previous, self._last_update_info = self._last_update_info, info
-        if previous is None or not bool(previous["rejected"]):
-            return
-        mask = int(jax.device_get(previous["fault"]))
-        new = [f for f in Fault if mask & f and f not in self._update_warned]
-        if new:
-            self._update_warned.update(new)
-            message = self._rejection_warning(mask, int(previous["step"]), where="update")
-            warnings.warn(message, VIEntropyWarning, stacklevel=3)
+    def _update(
+        self, state: TwoStepState, dynamic: list, static: StaticArgs, observers: Observers
+    ) -> tuple[TwoStepState, dict]:
+        """:meth:`update` with the model arguments already partitioned and placed."""
+        observers.begin(self, state)
+        observers.record.dynamic, observers.record.static = dynamic, static
+        with_draws = observers.wants_draws(observers.next_step)
+        new_state, info, draws = self._step_jit(
+            state, dynamic, static=static, with_draws=with_draws
+        )
+        observers.notify(new_state, info, draws)
+        return new_state, info
 
     def run(
         self,
@@ -756,7 +497,6 @@ class TwoStepScheme:
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
             raise ValueError("init_params: give either init_params or init_state, not both.")
-        keep = _keep_rule(keep_draws)
         show = (
             self.progress_bar if progress_bar is None else check.flag("progress_bar", progress_bar)
         )
@@ -771,117 +511,32 @@ class TwoStepScheme:
         if track_every is not None:
             track_every = check.count("track_every", track_every, minimum=0)
         track_samples = check.count("track_samples", track_samples, minimum=2)
-        done, prior_info, prior_trace, draws, warned = 0, {}, {}, {}, set()
+        observers = [
+            Progress(type(self).__name__, disable=not show),
+            DrawKeeper(keep_draws),
+            Tracker(track_every, track_samples),
+            FaultGuard(),
+        ]
+        if checkpoint is not None:
+            observers.append(Checkpointer(checkpoint, every))
         if source is not None:
-            state, prior_info, prior_trace, draws, done, warned, saved_every = self._resume(
-                source, num_steps, args, kwargs
-            )
-            # The tracking cadence is the interrupted run's, so the trace continues it.
-            track_every = saved_every if track_every is None else track_every
-        elif init_state is None:
-            state = self.init(rng_key, *args, init_params=init_params, **kwargs)
+            state, record = self._resume(source, num_steps, args, kwargs)
         else:
-            self._check_state(init_state, rng_key, args, kwargs)
-            state = init_state
-        run_start = int(state.step) - done
-        dynamic, static = self._partition(args, kwargs)
-        dynamic = self.sharding.put(dynamic, rows=self.shard_data)
-        infos: list[dict] = []
-        fetched: list[dict] = []  # host copies of `infos`, filled at each save
-        host: list[dict[str, float]] = []  # R-hat/ESS per step, computed on the host
-        traces: list[dict] = []
-        pending: tuple[int, Draws | None] | None = None  # draws waiting for diagnostics
+            if init_state is None:
+                state = self.init(rng_key, *args, init_params=init_params, **kwargs)
+            else:
+                self._check_state(init_state, rng_key, args, kwargs)
+                state = init_state
+            record = RunRecord(self, run_start=int(state.step))
+        record.num_steps = num_steps
+        record.dynamic, record.static = self._partition(args, kwargs)
+        group = Observers(observers, record)
+        group.begin(self, state)
 
-        def diagnose_pending(upto: int) -> None:
-            # R-hat/ESS of a step, computed on the host while the device runs the next.
-            nonlocal pending
-            if pending is not None and pending[0] < upto:
-                draws_ = pending[1]
-                host.append({} if draws_ is None else chain_diagnostics(draws_))
-                pending = None
+        def update(s: TwoStepState, obs: Observers) -> TwoStepState:
+            return self._update(s, record.dynamic, record.static, obs)[0]
 
-        def track(s: TwoStepState) -> None:
-            traces.append(self._track_jit(s, dynamic, static=static, num_samples=track_samples))
-
-        def history(stacked: dict[str, np.ndarray]) -> tuple[dict, dict]:
-            info = _concat(prior_info, _attach(stacked, host, self._draw_diagnostics))
-            return info, _concat(prior_trace, _stack(traces))
-
-        def save() -> None:
-            diagnose_pending(int(state.step))
-            fetched.extend(jax.device_get(infos[len(fetched) :]))
-            meta = self._checkpoint_meta(state, run_start, num_steps, warned)
-            meta["track_every"] = track_every
-            info, trace = history(_stack(fetched))
-            checkpoint_io.save(checkpoint, state, meta=meta, info=info, draws=draws, trace=trace)
-
-        def settle(i: int) -> None:
-            # What needs step i's values on the host: its warnings, its rejection count and
-            # a checkpoint. Called once step i+1 is dispatched, so the device never waits
-            # for Python; `state` and `infos` still end at step i.
-            nonlocal good
-            for name, message in self._warnings(infos[-1], run_start + i).items():
-                if name not in warned:
-                    warned.add(name)
-                    warnings.warn(message, VIEntropyWarning, stacklevel=3)
-            rejected = int(state.num_rejected)
-            if rejected == 0:
-                good = state
-            elif rejected < self.max_rejections and "rejected" not in warned:
-                # The first rejection of a run is said at once, not at the error.
-                warned.add("rejected")
-                message = self._rejection_warning(infos[-1]["fault"], run_start + i)
-                warnings.warn(message, VIEntropyWarning, stacklevel=3)
-            elif rejected >= self.max_rejections:
-                diagnose_pending(int(state.step))
-                info, trace = history(_stack(infos))
-                result = RunResult(self.get_params(good), good, info, draws, trace)
-                raise RejectedStepsError(self._rejected_message(state, good, infos), result)
-            if checkpoint is not None and ((i + 1) % every == 0 or i + 1 == num_steps):
-                save()
-
-        if track_every != 0 and done == 0 and num_steps > 0:
-            track(state)
-        good = state
-        try:
-            for i in trange(done, num_steps, disable=not show, desc=type(self).__name__):
-                step = run_start + i
-                new_state, info, d = self._update_jit(
-                    state, dynamic, static=static, with_draws=keep(step)
-                )
-                if i > done:
-                    settle(i - 1)
-                infos.append(info)
-                state = new_state
-                diagnose_pending(step)
-                pending = (step, d)
-                if d is not None:
-                    if keep_draws == "last":
-                        draws.clear()
-                    draws[step] = d
-                if track_every is None:
-                    track_every = _default_track_every(info, track_samples)
-                if track_every and ((i + 1) % track_every == 0 or i + 1 == num_steps):
-                    track(state)
-            if num_steps > done:
-                settle(num_steps - 1)
-        except KeyboardInterrupt:
-            if checkpoint is not None:
-                # Keep the saved history consistent with the state if the interrupt
-                # arrived between recording a step's info and taking its state.
-                last = int(state.step)
-                del infos[last - run_start - done :]
-                del host[last - run_start - done :]
-                if pending is not None and pending[0] >= last:
-                    pending = None
-                for step in [s for s in draws if s >= last]:
-                    del draws[step]
-                traces[:] = [t for t in traces if int(t["step"]) <= last]
-                save()
-            raise
-        diagnose_pending(int(state.step))
-        info, trace = history(_stack(infos))
-        return RunResult(self.get_params(state), state, info, draws, trace)
+        return run_loop(update, state, num_steps - record.done, group)
 
     def regularized_loss(
         self,
@@ -921,54 +576,11 @@ class TwoStepScheme:
         num_samples = check.count("num_samples", num_samples, minimum=2)
         if rng_key is not None:
             state = state._replace(rng_key=rng_key)
-        dynamic, static = self._partition(args, kwargs)
+        dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
         out = self._track_jit(state, dynamic, static=static, num_samples=num_samples)
         return Estimate(out["regularized_loss"], out["regularized_loss_se"])
 
-    # -- faults, checkpoints and state checks ------------------------------------------------
-    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
-        """Warnings about a step's diagnostics, by name (:meth:`run` shows each once)."""
-        return {}
-
-    def _rejection_warning(self, fault: Any, step: int, where: str = "run") -> str:
-        """The warning at the first rejected step of a run (or of ``update`` calls)."""
-        mask = int(jax.device_get(fault))
-        what = "; ".join(describe(mask)) or "unknown"
-        advice = "; ".join(advise(mask)) or "lower tau"
-        shown = (
-            "Shown once per run"
-            if where == "run"
-            else "Shown once per kind of fault and scheme, one update later"
-        )
-        return (
-            f"{type(self).__name__}: outer step {step} was rejected: {what}. The centre "
-            "and the inner state stayed as they were and the next step tries again"
-            + (
-                f"; after max_rejections={self.max_rejections} consecutive rejections "
-                "run() stops with RejectedStepsError. "
-                if where == "run"
-                else ". "
-            )
-            + f"To try: {advice}. {shown}; info['rejected'] and info['fault'] record every "
-            "step (see vi_entropy.faults)."
-        )
-
-    def _rejected_message(self, state: TwoStepState, good: TwoStepState, infos: list[dict]) -> str:
-        rejected = int(state.num_rejected)
-        masks = jax.device_get([info["fault"] for info in infos[-rejected:]])
-        counts = Counter(text for mask in masks for text in describe(mask))
-        what = "; ".join(f"{text} ({n} of {len(masks)} steps)" for text, n in counts.items())
-        advice = dict.fromkeys(text for mask in masks for text in advise(mask))
-        last = int(state.step) - 1
-        return (
-            f"{type(self).__name__}: {rejected} consecutive outer steps were rejected "
-            f"(steps {last - rejected + 1} to {last}; max_rejections={self.max_rejections}), "
-            f"so the run stopped. What went wrong: {what or 'unknown'}. The centre never "
-            f"took their values; the last good state is that after {int(good.step)} "
-            f"steps. To try: {'; '.join(advice) or 'lower tau'}. The last good state is "
-            "in `err.result` (pass err.result.state as init_state to continue)."
-        )
-
+    # -- checkpoints and state checks ---------------------------------------------------
     def _checkpoint_structure(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this scheme."""
         model = getattr(self.model, "__qualname__", None) or type(self.model).__name__
@@ -984,34 +596,16 @@ class TwoStepScheme:
     def _checkpoint_options(self) -> dict[str, Any]:
         """Settings a resumed run may change (reported if they differ)."""
         return {
-            "tau": _jsonable(self.tau),
+            "tau": checkpoint_io.jsonable(self.tau),
             "beta": self.beta,
             "alpha": self.alpha,
-            "model_args": _jsonable(self._built_for[1] if self._built_for else None),
-        }
-
-    def _checkpoint_meta(
-        self, state: TwoStepState, run_start: int, num_steps: int, warned: set[str]
-    ) -> dict[str, Any]:
-        return {
-            "jax_version": jax.__version__,
-            "numpyro_version": numpyro.__version__,
-            "x64": bool(jax.config.jax_enable_x64),
-            "structure": self._checkpoint_structure(),
-            "options": self._checkpoint_options(),
-            "step": int(state.step),
-            "run_start": run_start,
-            "num_steps": num_steps,
-            "warned": sorted(warned),
+            "model_args": checkpoint_io.jsonable(self._built_for[1] if self._built_for else None),
         }
 
     def _resume(
         self, path: str, num_steps: int, args: tuple, kwargs: dict
-    ) -> tuple[TwoStepState, dict, dict, dict, int, set[str], int | None]:
-        """Read, check and restore a checkpoint.
-
-        Returns ``(state, info, trace, draws, done, warned, track_every)``.
-        """
+    ) -> tuple[TwoStepState, RunRecord]:
+        """Read, check and restore a checkpoint: its state and the run's record so far."""
         ck = checkpoint_io.load(path)
         paths = [leaf["path"] for leaf in ck.meta["state"]["leaves"]]
         if ".rng_key" not in paths:
@@ -1039,16 +633,18 @@ class TwoStepScheme:
                 VIEntropyWarning,
                 stacklevel=3,
             )
-        draws = {k: jax.tree.map(jnp.asarray, d) for k, d in ck.draws.items()}
-        return (
-            state,
-            dict(ck.info),
-            dict(ck.trace),
-            draws,
-            done,
-            set(ck.meta.get("warned", [])),
-            ck.meta.get("track_every"),
+        record = RunRecord(
+            self,
+            run_start=int(state.step) - done,
+            done=done,
+            prior_info=dict(ck.info),
+            prior_trace=dict(ck.trace),
+            draws={k: jax.tree.map(jnp.asarray, d) for k, d in ck.draws.items()},
+            warned=set(ck.meta.get("warned", [])),
+            # The tracking cadence is the interrupted run's, so the trace continues it.
+            track_every=ck.meta.get("track_every"),
         )
+        return state, record
 
     def _state_template(self, rng_key: Any, args: tuple, kwargs: dict) -> TwoStepState:
         """Shapes and dtypes of this scheme's state (traced once, not run or compiled)."""
@@ -1056,9 +652,9 @@ class TwoStepScheme:
         cache_key = (self._built_for, str(key))
         if self._template is not None and self._template[0] == cache_key:
             return self._template[1]
-        dynamic, static = self._partition(args, kwargs)
+        dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
         centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
-        inner = jax.eval_shape(partial(self._init_impl, static=static), key, centre, dynamic)
+        inner = jax.eval_shape(partial(self._init_jit, static=static), key, centre, dynamic)
         count = jax.ShapeDtypeStruct((), jnp.int32)
         template = TwoStepState(centre, inner, count, key, count, count)
         self._template = (cache_key, template)
@@ -1214,28 +810,6 @@ def _check_outer_optim(outer_optim: Any, alpha: float, owner: str) -> Any:
     return outer_optim
 
 
-def _default_track_every(info: Mapping[str, Any], track_samples: int) -> int:
-    """Track every ``e`` steps so that tracking costs at most ``TRACK_BUDGET`` of the run."""
-    cost = max(int(info.get("num_potential_evals", -1)), int(info.get("num_grad_evals", -1)))
-    if cost <= 0:  # a sampler that does not count its evaluations
-        return 10
-    return max(1, math.ceil((track_samples + 1) / (TRACK_BUDGET * cost)))
-
-
-def _keep_rule(keep_draws: str | Sequence[int] | None) -> Callable[[int], bool]:
-    """Which outer steps' draws ``run`` keeps ("last" keeps each and drops the previous)."""
-    if keep_draws is None:
-        return lambda step: False
-    if keep_draws in ("last", "all"):
-        return lambda step: True
-    if isinstance(keep_draws, str):
-        raise ValueError(
-            f"keep_draws: expected 'last', 'all', None or a list of steps, got {keep_draws!r}."
-        )
-    wanted = {check.count("keep_draws[i]", s, minimum=0) for s in keep_draws}
-    return lambda step: step in wanted
-
-
 def _resume_source(resume: Any, checkpoint: str | None) -> str | None:
     """The checkpoint file ``run`` continues from, or ``None`` for a fresh run."""
     if resume is None or resume is False:
@@ -1255,28 +829,3 @@ def _resume_source(resume: Any, checkpoint: str | None) -> str | None:
 
 def _is_key_like(x: Any) -> bool:
     return hasattr(x, "dtype") and is_prng_key(x)
-
-
-def _concat(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-step diagnostics of two consecutive stretches of a run, stacked."""
-    if not first:
-        return second
-    if not second:
-        return dict(first)
-    return {k: np.concatenate([first[k], second[k]]) for k in second}
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-friendly description of an option (callables by name)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if callable(value):
-        name = getattr(value, "__qualname__", None) or type(value).__name__
-        return f"<{name}>"
-    return repr(value)

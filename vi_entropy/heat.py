@@ -7,21 +7,19 @@ step of size ``τ`` on the heat-regularized loss ``f_τ(x) = E_{N(x, τI)}[f]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpyro.optim
 import optax
 
 from vi_entropy import _validation as check
 from vi_entropy.driver import TwoStepScheme
-from vi_entropy.gaussian_fit import ESTIMATORS, RobbinsMonroFit, SVIFit
+from vi_entropy.inner.rm import ESTIMATORS, RobbinsMonroFit
+from vi_entropy.inner.svi import SVIFit
 
 METHODS = ("svi", "robbins_monro")
 # Other names of the methods: "rm" is how the docs and the paper abbreviate Robbins-Monro.
-# info["inner_gap"] above this warns (see SVIFit._gap: converged fits give about 0.3 or less).
-INNER_GAP_THRESHOLD = 1.0
 METHOD_ALIASES = {"rm": "robbins_monro", "robbins-monro": "robbins_monro"}
 
 
@@ -41,10 +39,10 @@ class HeatRegularization(TwoStepScheme):
         Variance ``τ``, or a schedule ``step -> τ``.
     method : {"svi", "robbins_monro" (or "rm")}, default "svi"
         ``"svi"``: NumPyro ``SVI`` with ``Trace_ELBO`` on the tilted model and the guide
-        :class:`~vi_entropy.gaussian_fit.GaussianGuide`, warm-started from the previous
+        :class:`~vi_entropy.guide.GaussianGuide`, warm-started from the previous
         step (guide means and optimizer state carried over).  ``"robbins_monro"``: the
         paper's Algorithm 5 on the mean
-        (:class:`~vi_entropy.gaussian_fit.RobbinsMonroFit`).
+        (:class:`~vi_entropy.inner.rm.RobbinsMonroFit`).
     optim : NumPyro optimizer or Optax transformation, default ``numpyro.optim.Adam(0.1 √τ₀)``
         Optimizer of the SVI fit.  The default learning rate is a tenth of the guide's
         standard deviation at step 0 (``1e-2`` at the default ``τ = 1e-2``): Adam moves
@@ -130,48 +128,26 @@ class HeatRegularization(TwoStepScheme):
         if not 0.5 < self.gain_kappa <= 1.0:
             raise ValueError(f"gain_kappa: expected a float in (0.5, 1], got {gain_kappa!r}.")
         self.estimator = check.choice("estimator", estimator, ESTIMATORS)
-        self._fit: SVIFit | RobbinsMonroFit | None = None
 
-    def _build(self) -> None:
+    def _make_inner(self) -> SVIFit | RobbinsMonroFit:
         if self.method == "svi":
-            self._fit = SVIFit(
+            return SVIFit(
                 self.tilted,
                 self.optim,
                 self.num_inner_steps,
                 self.num_particles,
                 self.batch_sharding,
             )
-        else:
-            self._fit = RobbinsMonroFit(
-                self.tilted,
-                self.num_inner_steps,
-                self.num_particles,
-                self.gain,
-                self.gain_t0,
-                self.gain_kappa,
-                self.estimator,
-                self.batch_sharding,
-            )
-
-    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
-        """The SVI fit stopped far from its optimum (``info["inner_gap"] > 1``)."""
-        if "inner_gap" not in info:
-            return {}
-        gap = float(info["inner_gap"])
-        if not gap > INNER_GAP_THRESHOLD:  # NaN (a rejected step) is reported as a fault
-            return {}
-        return {
-            "inner_fit": (
-                f"HeatRegularization: the SVI fit of outer step {step} stopped far from its "
-                f"optimum (info['inner_gap'] = {gap:.3g} > {INNER_GAP_THRESHOLD:g}: the "
-                "distance left to the proximal step's optimum, relative to the step made "
-                "plus sqrt(tau d)), so the centre moves less than heat regularization "
-                f"prescribes. Raise num_inner_steps (now {self.num_inner_steps}) or the "
-                "learning rate (optim=numpyro.optim.Adam(...)), or use "
-                "method='robbins_monro'. Shown once per run; info['inner_gap'] has every "
-                "step's value."
-            )
-        }
+        return RobbinsMonroFit(
+            self.tilted,
+            self.num_inner_steps,
+            self.num_particles,
+            self.gain,
+            self.gain_t0,
+            self.gain_kappa,
+            self.estimator,
+            self.batch_sharding,
+        )
 
     def _checkpoint_structure(self) -> dict[str, Any]:
         optim = None if self.method != "svi" else type(self.optim).__name__
@@ -187,22 +163,3 @@ class HeatRegularization(TwoStepScheme):
             "gain_kappa": self.gain_kappa,
             "estimator": self.estimator,
         }
-
-    def _init_inner(
-        self, rng_key: Any, centre: jax.Array, tau: Any, args: tuple, kwargs: dict, batch_key: Any
-    ) -> Any:
-        return self._fit.init(rng_key, centre, tau, args, kwargs)
-
-    def _step2(
-        self,
-        inner: Any,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        args: tuple,
-        kwargs: dict,
-        batch_key: Any,
-        with_draws: bool = True,
-    ) -> tuple[jax.Array, Any, dict, None]:
-        mean, inner, info = self._fit.fit(inner, rng_key, centre, tau, args, kwargs)
-        return mean, inner, info, None

@@ -12,19 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 from numpyro.infer.mcmc import MCMCKernel
 
 from vi_entropy import _validation as check
-from vi_entropy.driver import TwoStepScheme, _jsonable
-from vi_entropy.faults import Fault, flag
-from vi_entropy.gaussian_fit import AVERAGING, moment_match, running_average
-from vi_entropy.inner.importance import ImportanceSampler, effective_sample_size
-from vi_entropy.inner.mcmc import MCMCSampler, check_sampler_kwargs, make_kernel
-from vi_entropy.types import Draws
-
-SAMPLERS = ("nuts", "hmc", "sa", "sgld", "pcn", "elliptical_slice", "importance")
+from vi_entropy.checkpoint import jsonable
+from vi_entropy.driver import TwoStepScheme
+from vi_entropy.inner.averaging import AVERAGING
+from vi_entropy.inner.importance import ImportanceSampler
+from vi_entropy.inner.mcmc import SAMPLERS, MCMCSampler, check_sampler_kwargs, make_kernel
 
 
 class LocalEntropy(TwoStepScheme):
@@ -78,7 +73,7 @@ class LocalEntropy(TwoStepScheme):
         ``max_shrinks`` (default 16); for importance sampling, ``batch_size`` (proposals
         evaluated at a time, default all).
     averaging : {"arithmetic", "exponential"}, default "arithmetic"
-        How draws estimate the mean (see :func:`~vi_entropy.gaussian_fit.moment_match`);
+        How draws estimate the mean (see :func:`~vi_entropy.inner.averaging.moment_match`);
         ``"exponential"`` is Entropy-SGD's moving average ``μ ← ρμ + (1 − ρ)y``.
     ema_decay : float, default 0.75
         ``ρ`` of the exponential average.
@@ -186,16 +181,13 @@ class LocalEntropy(TwoStepScheme):
         self.ess_threshold = (
             None if ess_threshold is None else check.unit_interval("ess_threshold", ess_threshold)
         )
-        self._inner: MCMCSampler | ImportanceSampler | None = None
 
-    def _build(self) -> None:
-        self._draw_diagnostics = () if self.sampler == "importance" else ("max_rhat", "min_ess")
+    def _make_inner(self) -> MCMCSampler | ImportanceSampler:
         if self.sampler == "importance":
             batch = self.sampler_kwargs.get("batch_size")
-            self._inner = ImportanceSampler(
-                self.tilted, self.num_samples, batch, self.batch_sharding
+            return ImportanceSampler(
+                self.tilted, self.num_samples, batch, self.batch_sharding, self.ess_threshold
             )
-            return
         kernel = make_kernel(
             self.sampler,
             self.model,
@@ -204,7 +196,7 @@ class LocalEntropy(TwoStepScheme):
             self.sampler_kwargs,
             self.tau0,
         )
-        self._inner = MCMCSampler(
+        return MCMCSampler(
             kernel,
             self.tilted,
             self.num_chains,
@@ -213,49 +205,12 @@ class LocalEntropy(TwoStepScheme):
             self.thinning,
             self.readapt,
             self.batch_sharding,
+            self.averaging,
+            self.ema_decay,
         )
-
-    def _init_inner(
-        self, rng_key: Any, centre: jax.Array, tau: Any, args: tuple, kwargs: dict, batch_key: Any
-    ) -> Any:
-        return self._inner.init(rng_key, centre, tau, args, kwargs, batch_key)
-
-    def _step2(
-        self,
-        inner: Any,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        args: tuple,
-        kwargs: dict,
-        batch_key: Any,
-        with_draws: bool = True,
-    ) -> tuple[jax.Array, Any, dict, Draws | None]:
-        # Where each chain starts this step (MCMC), to tell a stuck chain.
-        start = jax.vmap(self.tilted.ravel)(inner.z) if hasattr(inner, "z") else None
-        if not with_draws and isinstance(self._inner, MCMCSampler):
-            # Draws not wanted: average them as they are made, O(chains × d) memory.
-            average = running_average(self.averaging, self.ema_decay)
-            inner, mean, stats, counts = self._inner.sample_average(
-                inner, rng_key, centre, tau, args, kwargs, batch_key, average
-            )
-            summary = Draws(None, None, stats)
-            end = jax.vmap(self.tilted.ravel)(inner.z)
-            # A non-finite draw makes the running average non-finite, and only one does.
-            fault = _faults(summary, start, end) | flag(
-                ~jnp.all(jnp.isfinite(mean)), Fault.NONFINITE_DRAWS
-            )
-            info = {**counts, **_summarize(summary), "fault": fault}
-            return mean, inner, info, None
-        inner, draws, counts = self._inner.sample(
-            inner, rng_key, centre, tau, args, kwargs, batch_key
-        )
-        mean = moment_match(draws, centre, self.averaging, self.ema_decay)
-        info = {**counts, **_summarize(draws), "fault": _faults(draws, start)}
-        return mean, inner, info, draws if with_draws else None
 
     def _checkpoint_structure(self) -> dict[str, Any]:
-        sampler = self.sampler if isinstance(self.sampler, str) else _jsonable(self.sampler)
+        sampler = self.sampler if isinstance(self.sampler, str) else jsonable(self.sampler)
         if isinstance(self.sampler, MCMCKernel):
             sampler = type(self.sampler).__name__
         return {
@@ -271,75 +226,7 @@ class LocalEntropy(TwoStepScheme):
             "num_warmup": self.num_warmup,
             "thinning": self.thinning,
             "readapt": self.readapt,
-            "sampler_kwargs": _jsonable(self.sampler_kwargs),
+            "sampler_kwargs": jsonable(self.sampler_kwargs),
             "averaging": self.averaging,
             "ema_decay": self.ema_decay,
         }
-
-    def _warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
-        """Degenerate importance weights: the ESS of this step is below the threshold."""
-        if self.ess_threshold is None or "importance_ess" not in info:
-            return {}
-        ess = float(info["importance_ess"])
-        # With very few proposals an ESS of 2 is all there can be: ask for half of them.
-        threshold = max(self.ess_threshold * self.num_samples, min(2.0, self.num_samples / 2))
-        if not ess < threshold:  # NaN (a rejected step) is reported as a fault instead
-            return {}
-        return {
-            "ess": (
-                f"LocalEntropy: the importance weights degenerated at outer step {step}: "
-                f"effective sample size {ess:.1f} of num_samples={self.num_samples} proposals "
-                f"(threshold {threshold:g}). The loss "
-                "varies by much more than 1 over the proposal N(x_k, tau I), so the step "
-                "rests on a few proposals. Lower tau (or beta), raise num_samples, start "
-                "closer to a minimum, or use another sampler ('nuts', 'sgld'). Shown once "
-                "per run; the ESS of every step is in info['importance_ess']."
-            )
-        }
-
-
-def _faults(draws: Draws, start: jax.Array | None, end: jax.Array | None = None) -> jax.Array:
-    """Fault bits of one step's draws (see :mod:`vi_entropy.faults`); ``start`` holds
-    the chains' positions before the step and ``end`` after it (when the draws were
-    averaged as they came, ``draws.values`` is ``None``)."""
-    fault = jnp.zeros((), jnp.int32)
-    if draws.values is not None:
-        fault = flag(~jnp.all(jnp.isfinite(draws.values)), Fault.NONFINITE_DRAWS)
-    if "diverging" in draws.stats and start is not None:
-        # A chain whose every transition diverged and that never left its start has
-        # only its old position to offer (NUTS can diverge and still move: not a fault).
-        diverged = jnp.all(draws.stats["diverging"], axis=1)
-        if draws.values is not None:
-            stayed = jnp.all(draws.values == start[:, None, :], axis=(1, 2))
-        else:
-            stayed = jnp.all(end == start, axis=1)
-        fault = fault | flag(jnp.any(diverged & stayed), Fault.DIVERGENT_CHAIN)
-    if draws.log_weights is not None:
-        log_w = draws.log_weights
-        bad = jnp.all(jnp.isneginf(log_w)) | jnp.any(jnp.isposinf(log_w))
-        fault = fault | flag(bad, Fault.ZERO_WEIGHTS)
-    return fault
-
-
-def _summarize(draws: Draws) -> dict[str, jax.Array]:
-    """Per-outer-step summaries of the inner draws' statistics."""
-    s = draws.stats
-    out: dict[str, jax.Array] = {}
-    if "acceptance_rate" in s:
-        out["acceptance_rate"] = jnp.mean(s["acceptance_rate"])
-    if "diverging" in s:
-        out["num_divergent"] = jnp.sum(s["diverging"])
-    if "n_steps" in s:
-        out["mean_n_steps"] = jnp.mean(s["n_steps"])
-    if "step_size" in s:
-        out["step_size"] = jnp.mean(s["step_size"])
-    if "rho" in s:
-        out["rho"] = jnp.mean(s["rho"])
-    if "slice_capped" in s:
-        out["num_slice_capped"] = jnp.sum(s["slice_capped"])
-    if "potential_energy" in s:
-        out["mean_potential_energy"] = jnp.mean(s["potential_energy"])
-    if draws.log_weights is not None:
-        out["importance_ess"] = effective_sample_size(draws.log_weights)
-        out["num_zero_weights"] = jnp.sum(jnp.isneginf(draws.log_weights))
-    return out

@@ -17,9 +17,11 @@ import jax.numpy as jnp
 from jax import lax, random
 from jax.scipy.special import logsumexp
 
+from vi_entropy.faults import Fault, flag
+from vi_entropy.inner.averaging import moment_match
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
-from vi_entropy.types import Draws
+from vi_entropy.types import Context, Draws
 
 
 class ImportanceState(NamedTuple):
@@ -76,12 +78,16 @@ class ImportanceSampler:
         memory; ``None`` evaluates all at once.
     sharding : BatchSharding, optional
         Splits the proposals over devices (see :mod:`vi_entropy.sharding`).
+    ess_threshold : float or None, default None
+        :meth:`warnings` reports a step whose Kish ESS is below
+        ``max(ess_threshold · num_samples, min(2, num_samples / 2))``.
 
     Notes
     -----
-    The inner sampler of ``LocalEntropy(..., sampler="importance")``; ``sample`` returns
-    ``(state, Draws, counts)`` with weighted draws of shape ``(1, num_samples, d)`` and
-    ``num_samples`` forward evaluations (no gradients).
+    The inner step of ``LocalEntropy(..., sampler="importance")``
+    (:class:`~vi_entropy.types.InnerStep`): ``step`` returns the self-normalized mean,
+    weighted draws of shape ``(1, num_samples, d)`` and ``num_samples`` forward
+    evaluations (no gradients); ``sample`` returns ``(state, Draws, counts)``.
 
     Example
     -------
@@ -93,16 +99,18 @@ class ImportanceSampler:
     >>> tp.setup(jax.random.PRNGKey(0), (), {})
     >>> sampler = ImportanceSampler(tp, num_samples=4000)
     >>> centre, tau, key = jnp.ones(1), 1.0, jax.random.PRNGKey(1)
-    >>> state = sampler.init(key, centre, tau, (), {}, None)
-    >>> state, draws, counts = sampler.sample(state, key, centre, tau, (), {}, None)
-    >>> draws.values.shape, int(counts["num_potential_evals"])
+    >>> ctx = Context((), {})
+    >>> state = sampler.init(key, centre, tau, ctx)
+    >>> mean, state, info, draws = sampler.step(state, key, centre, tau, ctx)
+    >>> draws.values.shape, int(info["num_potential_evals"])
     ((1, 4000, 1), 4000)
-    >>> w = jax.nn.softmax(draws.log_weights.ravel())  # tilted mean of N(0,1): 0.5
-    >>> bool(abs(w @ draws.values[0, :, 0] - 0.5) < 0.1)
+    >>> bool(abs(mean[0] - 0.5) < 0.1)  # tilted mean of N(0, 1) around 1 with tau = 1
     True
     """
 
     num_chains = 1
+    #: No host-side chain diagnostics: the weights' ESS is ``info['importance_ess']``.
+    draw_diagnostics = ()
 
     def __init__(
         self,
@@ -110,22 +118,47 @@ class ImportanceSampler:
         num_samples: int,
         batch_size: int | None = None,
         sharding: BatchSharding | None = None,
+        ess_threshold: float | None = None,
     ):
         self.tilted = tilted
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.sharding = sharding or BatchSharding(None)
+        self.ess_threshold = ess_threshold
 
-    def init(
-        self,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        model_args: tuple,
-        model_kwargs: Mapping[str, Any],
-        batch_key: Any,
-    ) -> ImportanceState:
+    def init(self, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context) -> ImportanceState:
         return ImportanceState(rng_key)
+
+    def step(
+        self, state: ImportanceState, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context
+    ) -> tuple[jax.Array, ImportanceState, dict[str, jax.Array], Draws | None]:
+        """Weighted proposals and their self-normalized mean (moment matching)."""
+        noise = random.normal(rng_key, (self.num_samples, centre.shape[0]), centre.dtype)
+        ys = self.sharding.constrain(centre + jnp.sqrt(tau) * noise, self.num_samples)
+        # All proposals share one mini-batch: the weights must compare like with like.
+        key = ctx.batch_key if self.tilted.subsamples else None
+
+        def f(y: jax.Array) -> jax.Array:
+            return self.tilted.potential(y, ctx.args, ctx.kwargs, key)
+
+        pes = lax.map(f, ys, batch_size=self.batch_size) if self.batch_size else jax.vmap(f)(ys)
+        log_w = jnp.where(jnp.isnan(pes), -jnp.inf, -pes)
+        stats = {"potential_energy": pes[None], "log_weight": log_w[None]}
+        draws = Draws(ys[None], log_w[None], stats)
+        mean = moment_match(draws, centre)
+        zero_weights = jnp.all(jnp.isneginf(log_w)) | jnp.any(jnp.isposinf(log_w))
+        fault = flag(~jnp.all(jnp.isfinite(ys)), Fault.NONFINITE_DRAWS) | flag(
+            zero_weights, Fault.ZERO_WEIGHTS
+        )
+        info = {
+            "num_potential_evals": jnp.asarray(self.num_samples),
+            "num_grad_evals": jnp.asarray(0),
+            "mean_potential_energy": jnp.mean(pes),
+            "importance_ess": effective_sample_size(log_w),
+            "num_zero_weights": jnp.sum(jnp.isneginf(log_w)),
+            "fault": fault,
+        }
+        return mean, state, info, draws if ctx.with_draws else None
 
     def sample(
         self,
@@ -137,19 +170,28 @@ class ImportanceSampler:
         model_kwargs: Mapping[str, Any],
         batch_key: Any,
     ) -> tuple[ImportanceState, Draws, dict[str, jax.Array]]:
-        noise = random.normal(rng_key, (self.num_samples, centre.shape[0]), centre.dtype)
-        ys = self.sharding.constrain(centre + jnp.sqrt(tau) * noise, self.num_samples)
-        # All proposals share one mini-batch: the weights must compare like with like.
-        key = batch_key if self.tilted.subsamples else None
+        """:meth:`step`'s draws and evaluation counts: ``(state, Draws, counts)``."""
+        ctx = Context(tuple(model_args), dict(model_kwargs), batch_key, True)
+        _, state, info, draws = self.step(state, rng_key, centre, tau, ctx)
+        return state, draws, {k: info[k] for k in ("num_potential_evals", "num_grad_evals")}
 
-        def f(y: jax.Array) -> jax.Array:
-            return self.tilted.potential(y, model_args, model_kwargs, key)
-
-        pes = lax.map(f, ys, batch_size=self.batch_size) if self.batch_size else jax.vmap(f)(ys)
-        log_w = jnp.where(jnp.isnan(pes), -jnp.inf, -pes)
-        stats = {"potential_energy": pes[None], "log_weight": log_w[None]}
-        counts = {
-            "num_potential_evals": jnp.asarray(self.num_samples),
-            "num_grad_evals": jnp.asarray(0),
+    def warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
+        """Degenerate weights: this step's ESS is below the threshold (once per run)."""
+        if self.ess_threshold is None:
+            return {}
+        ess = float(info["importance_ess"])
+        # With very few proposals an ESS of 2 is all there can be: ask for half of them.
+        threshold = max(self.ess_threshold * self.num_samples, min(2.0, self.num_samples / 2))
+        if not ess < threshold:  # NaN (a rejected step) is reported as a fault instead
+            return {}
+        return {
+            "ess": (
+                f"LocalEntropy: the importance weights degenerated at outer step {step}: "
+                f"effective sample size {ess:.1f} of num_samples={self.num_samples} proposals "
+                f"(threshold {threshold:g}). The loss "
+                "varies by much more than 1 over the proposal N(x_k, tau I), so the step "
+                "rests on a few proposals. Lower tau (or beta), raise num_samples, start "
+                "closer to a minimum, or use another sampler ('nuts', 'sgld'). Shown once "
+                "per run; the ESS of every step is in info['importance_ess']."
+            )
         }
-        return state, Draws(ys[None], log_w[None], stats), counts

@@ -31,13 +31,15 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.sa import SAState
 
 from vi_entropy import _validation as check
+from vi_entropy.faults import Fault, flag
+from vi_entropy.inner.averaging import moment_match, running_average
 from vi_entropy.inner.elliptical_slice import EllipticalSlice, EllipticalSliceState
 from vi_entropy.inner.pcn import PCN, PCNState
 from vi_entropy.inner.sa import SA
 from vi_entropy.inner.sgld import SGLD, SGLDState
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
-from vi_entropy.types import Draws
+from vi_entropy.types import Context, Draws
 
 # Per-transition statistics read from kernel states when present, with the names ArviZ
 # uses in its ``sample_stats`` group.
@@ -71,6 +73,8 @@ _KERNEL_CLASSES = {
     "pcn": PCN,
     "elliptical_slice": EllipticalSlice,
 }
+#: Local entropy's samplers by name: the kernels above and importance sampling.
+SAMPLERS = (*_KERNEL_CLASSES, "importance")
 # Options a sampler given by name does not take from the user: within local entropy the
 # reference of pCN and elliptical slice is the tilt N(x_k, τI).
 _FIXED_OPTIONS = ("reference_loc", "reference_scale")
@@ -277,13 +281,18 @@ class MCMCSampler:
     sharding : BatchSharding, optional
         Splits the chains over devices (see :mod:`vi_entropy.sharding`); default: one
         device.
+    averaging : {"arithmetic", "exponential"}, default "arithmetic"
+        How the draws estimate the mean (:func:`~vi_entropy.inner.averaging.moment_match`).
+    ema_decay : float, default 0.75
+        ``ρ`` of the exponential average.
 
     Notes
     -----
-    The inner sampler of ``LocalEntropy`` for every MCMC kernel: ``init`` starts the
-    chains from ``N(x_0, τI)`` and runs the warm-up; ``sample`` refreshes the kernel state
-    for the new centre and returns ``(state, Draws, counts)``, with the exact gradient and
-    potential evaluations of the step.
+    Local entropy's inner step (:class:`~vi_entropy.types.InnerStep`) for every MCMC
+    kernel: ``init`` starts the chains from ``N(x_0, τI)`` and runs the warm-up; ``step``
+    refreshes the kernel state for the new centre, draws, and returns
+    ``(mean, state, info, draws)``, with the exact gradient and potential evaluations of
+    the step in ``info``; ``sample`` returns its ``(state, Draws, counts)``.
 
     Example
     -------
@@ -296,11 +305,16 @@ class MCMCSampler:
     >>> kernel = make_kernel("sgld", model, tp.tilted_model, tp.dim, {}, 0.5)
     >>> sampler = MCMCSampler(kernel, tp, num_chains=2, num_samples=10, num_warmup=5)
     >>> centre, key = jnp.ones(1), jax.random.PRNGKey(1)
-    >>> state = sampler.init(key, centre, 0.5, (), {}, None)
-    >>> state, draws, counts = sampler.sample(state, key, centre, 0.5, (), {}, None)
-    >>> draws.values.shape, int(counts["num_grad_evals"])
-    ((2, 10, 1), 20)
+    >>> ctx = Context((), {})
+    >>> state = sampler.init(key, centre, 0.5, ctx)
+    >>> mean, state, info, draws = sampler.step(state, key, centre, 0.5, ctx)
+    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])
+    ((2, 10, 1), (1,), 20)
     """
+
+    #: Per-step diagnostics computed on the host from the draws (see
+    #: :func:`~vi_entropy.observers.chain_diagnostics`).
+    draw_diagnostics = ("max_rhat", "min_ess")
 
     def __init__(
         self,
@@ -312,6 +326,8 @@ class MCMCSampler:
         thinning: int = 1,
         readapt: bool = False,
         sharding: BatchSharding | None = None,
+        averaging: str = "arithmetic",
+        ema_decay: float = 0.75,
     ) -> None:
         # NumPyro kernels set closures (and wrap their sampler in `vmap`) when initialized,
         # so every `init` works on a fresh shallow copy of this never-initialized kernel.
@@ -324,6 +340,8 @@ class MCMCSampler:
         self.thinning = thinning
         self.readapt = readapt
         self.sharding = sharding or BatchSharding(None)
+        self.averaging = averaging
+        self.ema_decay = ema_decay
         # A subsampled plate needs a fixed batch within a deterministic-potential kernel;
         # SGLD draws its own fresh batch every step.
         self.fresh_batches = isinstance(kernel, SGLD)
@@ -362,7 +380,7 @@ class MCMCSampler:
         """Run ``n`` kept transitions (each ``thinning`` kernel steps).
 
         Returns the state, then the draws ``(chains, n, d)`` and their statistics; or,
-        given a running ``average`` (see :func:`~vi_entropy.gaussian_fit.running_average`)
+        given a running ``average`` (see :func:`~vi_entropy.inner.averaging.running_average`)
         and its accumulator ``acc``, the accumulator with each draw folded into it instead
         of kept, so memory stays ``O(chains × d)`` whatever ``n``; and last the evaluation
         counts of the transitions thinned away (see :func:`_transition_evals`).
@@ -389,24 +407,16 @@ class MCMCSampler:
         stats, skipped = out
         return state, (acc, swap(stats)), jnp.sum(skipped, axis=0)
 
-    # -- public -----------------------------------------------------------------------------
-    def init(
-        self,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        model_args: tuple,
-        model_kwargs: Mapping[str, Any],
-        batch_key: Any,
-    ) -> Any:
+    # -- the inner step ------------------------------------------------------------------
+    def init(self, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context) -> Any:
         """Start ``num_chains`` chains from ``N(centre, τI)`` and run the warm-up."""
         key_init, key_kernel = random.split(rng_key)
         start = centre + jnp.sqrt(tau) * random.normal(
             key_init, (self.num_chains, centre.shape[0]), centre.dtype
         )
-        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
+        kw = self._kwargs(ctx.kwargs, centre, tau, ctx.batch_key)
         init_params = jax.vmap(self.tilted.unravel)(self._split(start))
-        return self._adapt(key_kernel, init_params, model_args, kw)[0]
+        return self._adapt(key_kernel, init_params, ctx.args, kw)[0]
 
     def _adapt(
         self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict
@@ -428,6 +438,42 @@ class MCMCSampler:
             return self._adapt(rng_key, state.z, model_args, kw)
         return self._split(self._refresh(self._split(state), model_args, kw)), 0
 
+    def step(
+        self, state: Any, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context
+    ) -> tuple[jax.Array, Any, dict[str, jax.Array], Draws | None]:
+        """One outer step: refresh (or re-adapt), draw ``num_samples`` per chain, average.
+
+        Without ``ctx.with_draws`` each draw is folded into a running average as it is
+        made (:func:`~vi_entropy.inner.averaging.running_average`), so memory is
+        ``O(chains × d)``; the mean agrees with that of the kept draws up to rounding.
+        """
+        kw = self._kwargs(ctx.kwargs, centre, tau, ctx.batch_key)
+        start = jax.vmap(self.tilted.ravel)(state.z)  # to tell a stuck chain
+        state, unkept = self._prepare(state, rng_key, ctx.args, kw)
+        if ctx.with_draws:
+            state, (values, stats), thinned = self._transitions(
+                state, self.num_samples, ctx.args, kw
+            )
+            draws = Draws(values, None, stats)
+            mean = moment_match(draws, centre, self.averaging, self.ema_decay)
+            fault = _faults(draws, start)
+        else:
+            average = running_average(self.averaging, self.ema_decay)
+            acc = average.init(jnp.broadcast_to(centre, (self.num_chains, centre.shape[0])))
+            state, (acc, stats), thinned = self._transitions(
+                state, self.num_samples, ctx.args, kw, average, acc
+            )
+            mean = average.result(acc, self.num_samples)
+            draws = Draws(None, None, stats)
+            end = jax.vmap(self.tilted.ravel)(state.z)
+            # A non-finite draw makes the running average non-finite, and only one does.
+            fault = _faults(draws, start, end) | flag(
+                ~jnp.all(jnp.isfinite(mean)), Fault.NONFINITE_DRAWS
+            )
+        counts = self._counts(state, stats, unkept + thinned)
+        info = {**counts, **_summarize(stats), "fault": fault}
+        return mean, state, info, draws if ctx.with_draws else None
+
     def sample(
         self,
         state: Any,
@@ -438,37 +484,11 @@ class MCMCSampler:
         model_kwargs: Mapping[str, Any],
         batch_key: Any,
     ) -> tuple[Any, Draws, dict[str, jax.Array]]:
-        """One outer step: refresh (or re-adapt), then draw ``num_samples`` per chain."""
-        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
-        state, unkept = self._prepare(state, rng_key, model_args, kw)
-        state, (values, stats), thinned = self._transitions(state, self.num_samples, model_args, kw)
-        counts = self._counts(state, stats, unkept + thinned)
-        return state, Draws(values, None, stats), counts
-
-    def sample_average(
-        self,
-        state: Any,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        model_args: tuple,
-        model_kwargs: Mapping[str, Any],
-        batch_key: Any,
-        average: Any,
-    ) -> tuple[Any, jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
-        """Like :meth:`sample`, but keep only the running ``average`` of the draws.
-
-        Returns ``(state, mean, stats, counts)``: ``mean`` is ``average.result`` over all
-        chains, ``stats`` the per-draw statistics ``(chains, draws)``.
-        """
-        kw = self._kwargs(model_kwargs, centre, tau, batch_key)
-        state, unkept = self._prepare(state, rng_key, model_args, kw)
-        acc = average.init(jnp.broadcast_to(centre, (self.num_chains, centre.shape[0])))
-        state, (acc, stats), thinned = self._transitions(
-            state, self.num_samples, model_args, kw, average, acc
-        )
-        mean = average.result(acc, self.num_samples)
-        return state, mean, stats, self._counts(state, stats, unkept + thinned)
+        """:meth:`step`'s draws and evaluation counts: ``(state, Draws, counts)``."""
+        ctx = Context(tuple(model_args), dict(model_kwargs), batch_key, True)
+        _, state, info, draws = self.step(state, rng_key, centre, tau, ctx)
+        counts = {k: v for k, v in info.items() if k.startswith("num_") and "evals" in k}
+        return state, draws, counts
 
     def _counts(
         self, state: Any, stats: Mapping[str, jax.Array], unkept: Any = 0
@@ -551,4 +571,43 @@ def _stats(state: Any) -> dict[str, jax.Array]:
         out["step_size"] = adapt.step_size
     if isinstance(state, SGLDState):
         out.pop("acceptance_rate", None)
+    return out
+
+
+def _faults(draws: Draws, start: jax.Array | None, end: jax.Array | None = None) -> jax.Array:
+    """Fault bits of one step's draws (see :mod:`vi_entropy.faults`); ``start`` holds
+    the chains' positions before the step and ``end`` after it (when the draws were
+    averaged as they came, ``draws.values`` is ``None``)."""
+    fault = jnp.zeros((), jnp.int32)
+    if draws.values is not None:
+        fault = flag(~jnp.all(jnp.isfinite(draws.values)), Fault.NONFINITE_DRAWS)
+    if "diverging" in draws.stats and start is not None:
+        # A chain whose every transition diverged and that never left its start has
+        # only its old position to offer (NUTS can diverge and still move: not a fault).
+        diverged = jnp.all(draws.stats["diverging"], axis=1)
+        if draws.values is not None:
+            stayed = jnp.all(draws.values == start[:, None, :], axis=(1, 2))
+        else:
+            stayed = jnp.all(end == start, axis=1)
+        fault = fault | flag(jnp.any(diverged & stayed), Fault.DIVERGENT_CHAIN)
+    return fault
+
+
+def _summarize(s: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-outer-step summaries of the inner draws' statistics ``s``."""
+    out: dict[str, jax.Array] = {}
+    if "acceptance_rate" in s:
+        out["acceptance_rate"] = jnp.mean(s["acceptance_rate"])
+    if "diverging" in s:
+        out["num_divergent"] = jnp.sum(s["diverging"])
+    if "n_steps" in s:
+        out["mean_n_steps"] = jnp.mean(s["n_steps"])
+    if "step_size" in s:
+        out["step_size"] = jnp.mean(s["step_size"])
+    if "rho" in s:
+        out["rho"] = jnp.mean(s["rho"])
+    if "slice_capped" in s:
+        out["num_slice_capped"] = jnp.sum(s["slice_capped"])
+    if "potential_energy" in s:
+        out["mean_potential_energy"] = jnp.mean(s["potential_energy"])
     return out
