@@ -206,6 +206,6 @@ def test_healthy_weights_and_disabled_threshold_do_not_warn(importance, monkeypa
         warnings.simplefilter("error")
         healthy = importance.run(random.PRNGKey(0), 3, X, Y, init_params=near)
         assert (healthy.info["importance_ess"] > 32).all()
-        monkeypatch.setattr(importance, "ess_threshold", None)
+        monkeypatch.setattr(importance.inner_step, "ess_threshold", None)
         silenced = importance.run(random.PRNGKey(0), 3, X, Y)
         assert (silenced.info["importance_ess"][:2] < 2).all()

@@ -497,10 +497,6 @@ class TwoStepScheme:
         num_steps = check.count("num_steps", num_steps, minimum=0)
         if init_state is not None and init_params is not None:
             raise ValueError("init_params: give either init_params or init_state, not both.")
-        show = (
-            self.progress_bar if progress_bar is None else check.flag("progress_bar", progress_bar)
-        )
-        every = check.count("checkpoint_every", checkpoint_every)
         checkpoint = None if checkpoint is None else check.path("checkpoint", checkpoint)
         source = _resume_source(resume, checkpoint)
         if source is not None and (init_state is not None or init_params is not None):
@@ -508,17 +504,9 @@ class TwoStepScheme:
                 "resume: the state comes from the checkpoint; do not also give "
                 "init_params or init_state."
             )
-        if track_every is not None:
-            track_every = check.count("track_every", track_every, minimum=0)
-        track_samples = check.count("track_samples", track_samples, minimum=2)
-        observers = [
-            Progress(type(self).__name__, disable=not show),
-            DrawKeeper(keep_draws),
-            Tracker(track_every, track_samples),
-            FaultGuard(),
-        ]
-        if checkpoint is not None:
-            observers.append(Checkpointer(checkpoint, every))
+        observers = self._run_observers(
+            progress_bar, keep_draws, track_every, track_samples, checkpoint, checkpoint_every
+        )
         if source is not None:
             state, record = self._resume(source, num_steps, args, kwargs)
         else:
@@ -537,6 +525,33 @@ class TwoStepScheme:
             return self._update(s, record.dynamic, record.static, obs)[0]
 
         return run_loop(update, state, num_steps - record.done, group)
+
+    def _run_observers(
+        self,
+        progress_bar: bool | None,
+        keep_draws: str | Sequence[int] | None,
+        track_every: int | None,
+        track_samples: int,
+        checkpoint: str | None,
+        checkpoint_every: int,
+    ) -> list:
+        """The observers of :meth:`run` for its options (validated here)."""
+        show = (
+            self.progress_bar if progress_bar is None else check.flag("progress_bar", progress_bar)
+        )
+        every = check.count("checkpoint_every", checkpoint_every)
+        if track_every is not None:
+            track_every = check.count("track_every", track_every, minimum=0)
+        track_samples = check.count("track_samples", track_samples, minimum=2)
+        observers = [
+            Progress(type(self).__name__, disable=not show),
+            DrawKeeper(keep_draws),
+            Tracker(track_every, track_samples),
+            FaultGuard(),
+        ]
+        if checkpoint is not None:
+            observers.append(Checkpointer(checkpoint, every))
+        return observers
 
     def regularized_loss(
         self,

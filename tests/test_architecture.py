@@ -1,0 +1,140 @@
+"""The seams of the package: a scheme of one's own from a shell and an inner step; no
+import circle among the package's modules; no function over 80 lines of code."""
+
+import ast
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from jax import random
+
+from vi_entropy import TwoStepScheme
+from vi_entropy.loop import Observers
+from vi_entropy.observers import FaultGuard
+from vi_entropy.types import Context, InnerStep
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vi_entropy"
+SIGMA, TAU, NUM_PAIRS = 2.0, 0.5, 4
+
+
+class ExplicitHeatStep:
+    """A third scheme's inner step: ``m = x − τ ĝ``, ``ĝ`` the reparameterized estimate
+    of ``∇f_τ(x)`` from antithetic pairs ``x ± √τ ξ`` (exact for a quadratic ``f``)."""
+
+    def __init__(self, tilted):
+        self.tilted = tilted
+
+    def init(self, rng_key, centre, tau, ctx: Context):
+        return jnp.zeros(())  # no inner state worth the name
+
+    def step(self, state, rng_key, centre, tau, ctx: Context):
+        xi = random.normal(rng_key, (NUM_PAIRS, centre.shape[0]), centre.dtype)
+        xi = jnp.concatenate([xi, -xi])
+
+        def grad(y):
+            return jax.grad(self.tilted.potential)(y, ctx.args, ctx.kwargs, None)
+
+        g = jnp.mean(jax.vmap(grad)(centre + jnp.sqrt(tau) * xi), axis=0)
+        info = {"num_grad_evals": jnp.asarray(2 * NUM_PAIRS), "grad_norm": jnp.linalg.norm(g)}
+        return centre - tau * g, state, info, None
+
+
+class ExplicitHeat(TwoStepScheme):
+    """The whole scheme: its inner step and the loss it tracks."""
+
+    regularized_loss_name = "heat_loss"
+
+    def _make_inner(self):
+        return ExplicitHeatStep(self.tilted)
+
+
+def gaussian():
+    numpyro.sample("x", dist.Normal(0.0, SIGMA))
+
+
+def test_a_scheme_of_ones_own_is_a_shell_and_an_inner_step(tmp_path):
+    scheme = ExplicitHeat(gaussian, TAU, progress_bar=False)
+    result = scheme.run(
+        random.PRNGKey(0), 4, init_params={"x": 3.0}, checkpoint=tmp_path / "run.ckpt"
+    )
+    assert isinstance(scheme.inner_step, InnerStep)
+    # f = x²/(2σ²): ∇f_τ(x) = x/σ², so x_k = x_0 (1 − τ/σ²)^k.
+    expected = 3.0 * (1 - TAU / SIGMA**2) ** np.arange(1, 5)
+    np.testing.assert_allclose(result.trace["centre"][:, 0], [3.0, expected[-1]], rtol=1e-5)
+    np.testing.assert_allclose(result.params["x"], expected[-1], rtol=1e-5)
+    assert {"displacement", "fault", "grad_norm", "rejected", "tau"} <= set(result.info)
+    assert result.trace["step"].tolist() == [0, 4]
+    resumed = scheme.run(None, 4, resume=tmp_path / "run.ckpt")
+    np.testing.assert_array_equal(resumed.state.centre, result.state.centre)
+    # update with run's observers: the same iterates, the same result
+    obs = Observers([FaultGuard()])
+    state = scheme.init(random.PRNGKey(0), init_params={"x": 3.0})
+    for _ in range(4):
+        state, _ = scheme.update(state, observers=obs)
+    by_update = obs.close(state)
+    np.testing.assert_array_equal(by_update.state.centre, result.state.centre)
+    np.testing.assert_array_equal(by_update.info["displacement"], result.info["displacement"])
+
+
+def _imports():
+    """Module -> package modules it imports at module level."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        deps = set()
+        for node in ast.parse(
+            path.read_text()
+        ).body:  # module level only: lazy imports are not circles
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("vi_entropy")
+            ):
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("vi_entropy"))
+        graph[name] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_import_circle_among_the_modules():
+    graph = _imports()
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            pytest.fail("import circle: " + " -> ".join([*path[path.index(module) :], module]))
+        if module in done:
+            return
+        path.append(module)
+        for dep in sorted(graph[module]):
+            if not module.startswith(dep + "."):  # a package's __init__ importing a child
+                visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert "vi_entropy.cli" not in {
+        d for m, deps in graph.items() if m.startswith("vi_entropy.experiment") for d in deps
+    }
+
+
+def test_no_function_is_over_80_lines_of_code():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    lines -= first.end_lineno - first.lineno + 1  # the docstring
+                if lines > 80:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
