@@ -126,7 +126,8 @@ def make_trainer(
     Example
     -------
     >>> from vi_entropy.models import dense_network
-    >>> trainer = make_trainer("sgd", dense_network(4), 5e-4, method_settings("sgd", 5e-4, False), 8)
+    >>> settings = method_settings("sgd", 5e-4, smoke=False)
+    >>> trainer = make_trainer("sgd", dense_network(4), 5e-4, settings, batch=8)
     >>> type(trainer).__name__, trainer.batch
     ('OptaxTrainer', 8)
     """
