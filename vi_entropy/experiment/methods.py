@@ -1,0 +1,263 @@
+"""The experiment's methods: one record each, with its trainer, its cost and its settings.
+
+:data:`METHODS`, :data:`GRADIENT_FREE` and :func:`method_settings` are read from
+:data:`REGISTRY`.  A new method is one more record at the end (a method's seed is
+derived from its index).
+
+Sample counts, inner steps and step sizes are ours (the paper does not give them); they
+keep each scheme at tens to hundreds of model evaluations per update.  Most settings are
+a table whose values may depend on the run: a :class:`Count` is smaller in smoke runs,
+a :class:`TimesTau` scales with ``τ`` (the tilted posterior has curvature at least
+``1/τ``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from vi_entropy.experiment.trainers import (
+    build_es,
+    build_heat,
+    build_local_entropy,
+    build_optax,
+    build_sam,
+)
+
+__all__ = [
+    "GRADIENT_FREE",
+    "METHODS",
+    "REGISTRY",
+    "Count",
+    "Method",
+    "TimesTau",
+    "method_settings",
+]
+
+Settings = Callable[[float, bool], dict[str, Any]]
+
+
+class Count(NamedTuple):
+    """A setting that is ``smoke`` in smoke runs (tests) and ``full`` otherwise."""
+
+    smoke: int
+    full: int
+
+
+class TimesTau(NamedTuple):
+    """A setting of ``factor × τ``."""
+
+    factor: float
+
+
+class Method(NamedTuple):
+    """A method of the experiment.
+
+    - **name** - as given to ``--methods``.
+    - **build** - ``build(model, tau, settings, batch)`` makes its trainer
+      (:mod:`vi_entropy.experiment.trainers`); it may consume ``settings``.
+    - **settings** - ``settings(tau, smoke)``: its JSON-serializable settings.
+    - **gradient_free** - it evaluates no gradient: its cost is counted in forward
+      evaluations.
+    """
+
+    name: str
+    build: Callable[[Callable, float, dict[str, Any], int], Any]
+    settings: Settings
+    gradient_free: bool = False
+
+
+def table(values: Mapping[str, Any]) -> Settings:
+    """The settings function of a table: :class:`Count` and :class:`TimesTau` resolved.
+
+    Example
+    -------
+    >>> table({"num_samples": Count(4, 80), "step_size": TimesTau(0.5)})(1e-3, False)
+    {'num_samples': 80, 'step_size': 0.0005}
+    """
+
+    def settings(tau: float, smoke: bool) -> dict[str, Any]:
+        return {key: _resolve(value, tau, smoke) for key, value in values.items()}
+
+    return settings
+
+
+def _resolve(value: Any, tau: float, smoke: bool) -> Any:
+    if isinstance(value, Count):
+        return value.smoke if smoke else value.full
+    if isinstance(value, TimesTau):
+        return value.factor * tau
+    return value
+
+
+def _outer_adam(values: Mapping[str, Any], learning_rate: float) -> dict[str, Any]:
+    """``values`` plus an Adam outer optimizer on the direction ``(x_k − m_k)/τ``."""
+    return {**values, "outer_optimizer": "adam", "outer_learning_rate": learning_rate}
+
+
+SGD = {"optimizer": "sgd", "learning_rate": TimesTau(1.0)}
+ADAM = {"optimizer": "adam", "learning_rate": 1e-2}
+SAM = {"optimizer": "sam(sgd)", "learning_rate": TimesTau(1.0), "rho": 0.05}
+LE_IS = {"sampler": "importance", "num_samples": 256}
+LE_SGLD = {
+    "sampler": "sgld",
+    "num_chains": 1,
+    "num_samples": Count(10, 20),
+    "num_warmup": 0,
+    "step_size": TimesTau(0.25),
+    "noise_scale": 1.0,
+    "averaging": "arithmetic",
+}
+LE_NUTS = {
+    "sampler": "nuts",
+    "num_chains": 2,
+    "num_samples": 5,
+    "num_warmup": Count(10, 50),
+    "max_tree_depth": Count(4, 5),
+}
+# SA's transition costs O(K² d) for a population of K points: keep K small.
+LE_SA = {
+    "sampler": "sa",
+    "num_chains": 2,
+    "num_samples": Count(4, 20),
+    "num_warmup": Count(4, 50),
+    "adapt_state_size": Count(8, 16),
+}
+# chains × (transitions + 1) forward evaluations per update (one per chain to refresh its
+# density for the new centre and batch): 2 × 81 = 162.  Few long chains beat many short
+# ones (digits, 100 updates, about 17k evaluations: 2 × 80 reached 0.936 test accuracy,
+# 4 × 40 0.900, 8 × 20 0.861): each step averages all its draws, and a chain's early
+# draws still lag behind the new tilted mean.  rho_gain keeps ρ at the target acceptance
+# as the centre moves (it drifted from 0.15 to 0.50 without).
+LE_PCN = {
+    "sampler": "pcn",
+    "num_chains": 2,
+    "num_samples": Count(4, 80),
+    "num_warmup": Count(4, 50),
+    "rho_gain": 0.05,
+}
+# About 4 evaluations per transition (the shrinking bracket varies): 2 × 20 × 4 + 2,
+# within 10% of le-pcn's 162 (digits: 2 × 20 reached 0.886, 4 × 10 0.830).
+LE_SLICE = {
+    "sampler": "elliptical_slice",
+    "num_chains": 2,
+    "num_samples": Count(8, 20),
+    "num_warmup": Count(2, 10),
+}
+# SGD with learning rate τ/2 solves the proximal problem (curvature at least 1/τ)
+# geometrically; Adam's scale-free steps would not realize the implicit step.
+HR_SVI = {
+    "method": "svi",
+    "optimizer": "sgd",
+    "learning_rate": TimesTau(0.5),
+    "num_inner_steps": Count(5, 10),
+    "num_particles": Count(2, 4),
+}
+HR_RM = {
+    "method": "robbins_monro",
+    "num_inner_steps": Count(5, 10),
+    "num_particles": Count(2, 4),
+    "gain": 0.5,
+    "gain_t0": 10.0,
+    "gain_kappa": 0.6,
+    "estimator": "gradient",
+}
+
+
+def _es(strategy: str, std: float, learning_rate: float) -> Settings:
+    """An evosax strategy whose population is le-pcn's forward evaluations per update."""
+
+    def settings(tau: float, smoke: bool) -> dict[str, Any]:
+        pcn = table(LE_PCN)(tau, smoke)
+        return {
+            "strategy": strategy,
+            "population_size": pcn["num_chains"] * (pcn["num_samples"] + 1),
+            "std": std,
+            "optimizer": "adam",
+            "learning_rate": learning_rate,
+        }
+
+    return settings
+
+
+#: Every method, in the order of their seeds (new methods go at the end).
+REGISTRY: tuple[Method, ...] = (
+    Method("sgd", build_optax, table(SGD)),
+    Method("adam", build_optax, table(ADAM)),
+    Method("sam", build_sam, table(SAM)),
+    Method("le-is", build_local_entropy, table(LE_IS), gradient_free=True),
+    Method("le-sgld", build_local_entropy, table(LE_SGLD)),
+    Method("le-nuts", build_local_entropy, table(LE_NUTS)),
+    Method("le-sa", build_local_entropy, table(LE_SA), gradient_free=True),
+    Method("hr-svi", build_heat, table(HR_SVI)),
+    Method("hr-rm", build_heat, table(HR_RM)),
+    Method("le-pcn", build_local_entropy, table(LE_PCN), gradient_free=True),
+    Method("le-slice", build_local_entropy, table(LE_SLICE), gradient_free=True),
+    Method(
+        "le-pcn-adam", build_local_entropy, table(_outer_adam(LE_PCN, 3e-3)), gradient_free=True
+    ),
+    Method("le-sgld-adam", build_local_entropy, table(_outer_adam(LE_SGLD, 1e-2))),
+    Method("hr-svi-adam", build_heat, table(_outer_adam(HR_SVI, 1e-2))),
+    # Search scale and Adam's learning rate: the best of std in {0.01, 0.02, 0.05} and
+    # learning rate in {0.01, 0.03, 0.05} on digits (100 updates; all ended 0.92-0.95).
+    Method("es-openes", build_es, _es("open_es", 0.05, 3e-2), gradient_free=True),
+    Method("es-snes", build_es, _es("snes", 0.05, 3e-2), gradient_free=True),
+)
+_BY_NAME = {m.name: m for m in REGISTRY}
+
+#: The methods' names (``--methods``), in the order of :data:`REGISTRY`.
+METHODS: tuple[str, ...] = tuple(_BY_NAME)
+#: The methods that evaluate no gradient (their cost is counted in forward evaluations).
+GRADIENT_FREE: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.gradient_free)
+
+
+def get_method(name: str) -> Method:
+    """The record of method ``name``, else a ``ValueError`` listing the methods."""
+    if name not in _BY_NAME:
+        raise ValueError(f"method: unknown method {name!r}; expected one of {METHODS}.")
+    return _BY_NAME[name]
+
+
+def method_settings(method: str, tau: float, smoke: bool) -> dict[str, Any]:
+    """The settings of one method at one ``τ`` (printed and saved with the results).
+
+    Sample counts, inner steps and step sizes are ours (the paper does not give them);
+    they keep each scheme at tens to hundreds of model evaluations per update.  Step
+    sizes scale with ``τ``: the tilted posterior has curvature at least ``1/τ``.  The
+    evolution strategies' population is the forward evaluations per update of
+    ``le-pcn`` (chains × (transitions + 1)), so that the gradient-free methods compare
+    at equal cost.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    tau : float
+        The variance ``τ``.
+    smoke : bool
+        Smaller counts for tests.
+
+    Returns
+    -------
+    dict
+        JSON-serializable settings, as passed to the trainer.
+
+    Example
+    -------
+    >>> method_settings("sgd", 5e-4, smoke=False)
+    {'optimizer': 'sgd', 'learning_rate': 0.0005}
+    >>> method_settings("es-openes", 5e-4, smoke=False)["population_size"]
+    162
+    """
+    return get_method(method).settings(tau, smoke)
+
+
+def tau_key(tau: float) -> str:
+    """``τ`` as a key of ``Config.method_settings`` and in file names.
+
+    Example
+    -------
+    >>> tau_key(5e-4)
+    '0.0005'
+    """
+    return f"{tau:g}"

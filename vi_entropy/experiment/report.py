@@ -1,0 +1,220 @@
+"""Reporting the experiment: a Table-1-like summary, Figure-4-like plots, ArviZ files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from vi_entropy.experiment.methods import GRADIENT_FREE, tau_key
+from vi_entropy.experiment.run import Config, MethodRun
+from vi_entropy.local_entropy import LocalEntropy
+
+__all__ = [
+    "as_float_array",
+    "config_dict",
+    "markdown_table",
+    "save_draws",
+    "save_figures",
+    "summary_rows",
+]
+
+
+def summary_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
+    """Table-1-like rows: final and best test accuracy, evaluations, time per method/τ.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+
+    Returns
+    -------
+    list of dict
+        Per run: ``method``, ``tau``, ``final_accuracy``, ``best_accuracy`` (over the
+        updates, not the initialization), ``final_train_loss``, ``grad_evals``,
+        ``forward_evals``, ``wall_time`` and ``seconds_per_update``.
+
+    Example
+    -------
+    >>> recs = [{"update": u, "test_accuracy": a, "train_loss": 2.0 - u, "grad_evals": u,
+    ...          "forward_evals": u, "wall_time": 0.5 * u} for u, a in enumerate([0.1, 0.6, 0.5])]
+    >>> row = summary_rows([MethodRun("sgd", 5e-4, recs)])[0]
+    >>> row["final_accuracy"], row["best_accuracy"], row["seconds_per_update"]
+    (0.5, 0.6, 0.5)
+    """
+    rows = []
+    for r in runs:
+        last = r.records[-1]
+        rows.append(
+            {
+                "method": r.method,
+                "tau": r.tau,
+                "final_accuracy": last["test_accuracy"],
+                "best_accuracy": max(x["test_accuracy"] for x in r.records[1:]),
+                "final_train_loss": last["train_loss"],
+                "grad_evals": last["grad_evals"],
+                "forward_evals": last["forward_evals"],
+                "wall_time": last["wall_time"],
+                "seconds_per_update": last["wall_time"] / last["update"],
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of :func:`summary_rows` as a Markdown table (``table.md``).
+
+    Example
+    -------
+    >>> row = {"method": "sgd", "tau": 5e-4, "final_accuracy": 0.9, "best_accuracy": 0.91,
+    ...        "final_train_loss": 0.3, "grad_evals": 100, "forward_evals": 100,
+    ...        "wall_time": 1.0, "seconds_per_update": 0.01}
+    >>> print(markdown_table([row]).splitlines()[-1])
+    | sgd | 0.0005 | 0.900 | 0.910 | 0.300 | 100 | 100 | 1.0 | 0.010 |
+    """
+    head = (
+        "| method | τ | final test acc | best test acc | final train loss | "
+        "gradient evals | forward evals | wall time (s) | s / update |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['tau']:g} | {r['final_accuracy']:.3f} | "
+            f"{r['best_accuracy']:.3f} | {r['final_train_loss']:.3f} | {r['grad_evals']:,} | "
+            f"{r['forward_evals']:,} | {r['wall_time']:.1f} | {r['seconds_per_update']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    """``config`` as a JSON-serializable dict (tuples become lists)."""
+    d = asdict(config)
+    d["hidden"] = list(config.hidden)
+    d["methods"] = list(config.methods)
+    d["taus"] = list(config.taus)
+    return d
+
+
+def as_float_array(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    """``records[i][key]`` for every record, as a float array."""
+    return np.asarray([r[key] for r in records], dtype=float)
+
+
+# File name, x axis (updates or cost), x label: one figure each.
+_FIGURES = (
+    ("accuracy_vs_updates.png", "update", "update"),
+    (
+        "accuracy_vs_evaluations.png",
+        "cost",
+        "gradient evaluations (forward evaluations for gradient-free methods)",
+    ),
+)
+
+
+def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
+    """Figure-4-like plots: test accuracy against updates and against evaluations.
+
+    One panel per ``τ``; the cost axis counts gradient evaluations, or forward
+    evaluations for the gradient-free methods (dashed lines), on a log axis that starts
+    at the first update.  Uses matplotlib's Agg backend.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+    out_dir : str or path
+        Existing directory to write the PNG files into.
+
+    Returns
+    -------
+    list of str
+        ``["accuracy_vs_updates.png", "accuracy_vs_evaluations.png"]``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> recs = [{"update": u, "test_accuracy": 0.1 * u, "grad_evals": u, "forward_evals": u}
+    ...         for u in range(3)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_figures([MethodRun("sgd", 5e-4, recs)], tmp)
+    ['accuracy_vs_updates.png', 'accuracy_vs_evaluations.png']
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    taus = sorted({r.tau for r in runs})
+    for fname, xkey, xlabel in _FIGURES:
+        fig, axes = plt.subplots(
+            1, len(taus), figsize=(5.5 * len(taus), 4), squeeze=False, sharey=True
+        )
+        for ax, tau in zip(axes[0], taus, strict=True):
+            for r in (r for r in runs if r.tau == tau):
+                style = "--" if r.method in GRADIENT_FREE else "-"
+                ax.plot(*_curve(r, by_cost=xkey == "cost"), style, label=r.method)
+            if xkey == "cost":
+                ax.set_xscale("log")
+            ax.set_title(f"τ = {tau:g}")
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy")
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(f"{out_dir}/{fname}", dpi=110)
+        plt.close(fig)
+    return [fname for fname, _, _ in _FIGURES]
+
+
+def _curve(run: MethodRun, by_cost: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Test accuracy against updates, or against the evaluations that count for ``run``."""
+    acc = as_float_array(run.records, "test_accuracy")
+    if not by_cost:
+        return as_float_array(run.records, "update"), acc
+    key = "forward_evals" if run.method in GRADIENT_FREE else "grad_evals"
+    x = as_float_array(run.records, key)
+    # Zero evaluations (the initialization) has no place on a log axis; a line from it
+    # would draw a false flat start at the first accuracy.
+    return x[x > 0], acc[x > 0]
+
+
+def save_draws(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
+    """ArviZ netcdf of the last outer step's inner draws of each local-entropy run.
+
+    Parameters
+    ----------
+    runs : sequence of MethodRun
+        Runs of other methods are skipped.
+    out_dir : str or path
+        Existing directory; files are named ``draws_<method>_tau<τ>.nc``.
+
+    Returns
+    -------
+    list of str
+        The file names written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from vi_entropy.data import load_digits
+    >>> from vi_entropy.experiment import Config, complete_settings, run_experiment
+    >>> config = complete_settings(Config(methods=("sgd", "le-sgld"), hidden=(4,), updates=2))
+    >>> runs = run_experiment(config, load_digits(), progress=False, log=lambda line: None)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_draws(runs, tmp)
+    ['draws_le-sgld_tau0.0005.nc']
+    """
+    from vi_entropy.arviz import to_inference_data
+
+    names = []
+    for r in runs:
+        if not isinstance(r.scheme, LocalEntropy) or r.last_result is None:
+            continue
+        idata = to_inference_data(
+            r.last_result, r.scheme, model_args=r.model_args, model_kwargs=r.model_kwargs
+        )
+        name = f"draws_{r.method}_tau{tau_key(r.tau)}.nc"
+        idata.to_netcdf(f"{out_dir}/{name}")
+        names.append(name)
+    return names

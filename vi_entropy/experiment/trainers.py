@@ -1,0 +1,282 @@
+"""The experiment's trainers: one interface over Optax optimizers, the two schemes and evosax.
+
+A trainer has ``init(rng_key, params, X, y) -> state``, ``step(state, X, y) -> (state,
+counts)`` (``counts``: the update's ``grad_evals`` and ``forward_evals``) and
+``params(state)``; its mini-batch size is a constructor option, fixed before anything is
+compiled.  The ``build_*`` functions make a trainer from a method's settings (see
+:mod:`vi_entropy.experiment.methods`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import random
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.infer.util import potential_energy
+
+from vi_entropy.driver import RunResult, VIEntropyWarning
+from vi_entropy.heat import HeatRegularization
+from vi_entropy.local_entropy import LocalEntropy
+
+__all__ = ["ESTrainer", "OptaxTrainer", "SchemeTrainer"]
+
+
+class _CompiledTrainer:
+    """A trainer whose update is one compiled function ``_update(state, X, y)``.
+
+    ``counts`` is what one update costs; the loss is the model's potential ``f`` on one
+    mini-batch of ``batch`` rows.
+    """
+
+    scheme = None  # only the schemes' runs keep a scheme and a last result (MethodRun)
+    last = None
+
+    def __init__(
+        self,
+        model: Callable,
+        optimizer: optax.GradientTransformation,
+        batch: int,
+        counts: Mapping[str, int],
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.batch = batch
+        self.counts = dict(counts)
+        self._step = jax.jit(self._update)
+
+    def _loss(self, params: Any, key: Any, X: Any, y: Any) -> jax.Array:
+        # The network's sites are real-valued: constrained and unconstrained coincide.
+        seeded = handlers.seed(self.model, rng_seed=key)
+        return potential_energy(seeded, (X, y), {"batch_size": self.batch}, params)
+
+    def _update(self, state: Any, X: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def step(self, state: Any, X: Any, y: Any) -> tuple[Any, dict]:
+        return self._step(state, X, y), dict(self.counts)
+
+
+class OptaxTrainer(_CompiledTrainer):
+    """Mini-batch optimization of the model's potential with an Optax optimizer.
+
+    ``opaque`` optimizers (``optax.contrib.sam`` in opaque mode) get the mini-batch's
+    gradient function as ``grad_fn``; ``grads_per_update`` is what one update costs.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        optimizer: optax.GradientTransformation,
+        batch: int,
+        grads_per_update: int = 1,
+        opaque: bool = False,
+    ) -> None:
+        counts = {"grad_evals": grads_per_update, "forward_evals": grads_per_update}
+        super().__init__(model, optimizer, batch, counts)
+        self.opaque = opaque
+
+    def init(self, rng_key: Any, params: Mapping[str, Any], X: Any = None, y: Any = None) -> tuple:
+        return (dict(params), self.optimizer.init(dict(params)), rng_key)
+
+    def _update(self, state: tuple, X: Any, y: Any) -> tuple:
+        params, opt_state, key = state
+        key, key_batch = random.split(key)
+        grad = jax.grad(lambda p: self._loss(p, key_batch, X, y))
+        extra = {"grad_fn": lambda p, _: grad(p)} if self.opaque else {}
+        updates, opt_state = self.optimizer.update(grad(params), opt_state, params, **extra)
+        return (optax.apply_updates(params, updates), opt_state, key)
+
+    def params(self, state: tuple) -> dict:
+        return state[0]
+
+
+class SchemeTrainer:
+    """Outer steps of a :class:`LocalEntropy` or :class:`HeatRegularization` scheme."""
+
+    def __init__(self, scheme: LocalEntropy | HeatRegularization, batch: int) -> None:
+        self.scheme = scheme
+        self.batch = batch
+        self.last: RunResult | None = None
+        self.warned: set[str] = set()
+
+    def init(self, rng_key: Any, params: Mapping[str, Any], X: Any, y: Any) -> Any:
+        return self.scheme.init(rng_key, X, y, init_params=params, batch_size=self.batch)
+
+    def step(self, state: Any, X: Any, y: Any) -> tuple[Any, dict]:
+        self.last = result = self._outer_step(state, X, y)
+        return result.state, {
+            "grad_evals": int(result.info["num_grad_evals"][0]),
+            "forward_evals": int(result.info["num_potential_evals"][0]),
+        }
+
+    def _outer_step(self, state: Any, X: Any, y: Any) -> RunResult:
+        """One outer step of the scheme from ``state``, as a one-step run."""
+        # A one-step run would repeat a run's "shown once" warnings on every update:
+        # pass on the first of each kind only.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VIEntropyWarning)
+            result = self.scheme.run(
+                None,
+                1,
+                X,
+                y,
+                init_state=state,
+                progress_bar=False,
+                track_every=0,
+                batch_size=self.batch,
+            )
+        for w in caught:
+            kind = str(w.message).split(":", 1)[-1].split(" at outer step")[0]
+            if issubclass(w.category, VIEntropyWarning) and kind in self.warned:
+                continue
+            self.warned.add(kind)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return result
+
+    def params(self, state: Any) -> dict:
+        return self.scheme.get_params(state)
+
+
+def _open_es(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
+    es = cls(size, flat, optimizer=optimizer, std_schedule=optax.constant_schedule(std))
+    return es, es.default_params
+
+
+def _snes(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
+    es = cls(size, flat, optimizer=optimizer)
+    return es, es.default_params.replace(std_init=jnp.asarray(std))
+
+
+# evosax class and how its search scale is set, by strategy name.
+_STRATEGIES = {"open_es": ("Open_ES", _open_es), "snes": ("SNES", _snes)}
+
+
+class ESTrainer(_CompiledTrainer):
+    """An evosax evolution strategy on the flat parameter vector (gradient-free).
+
+    Every update asks the strategy for ``population_size`` candidates, evaluates the
+    model's potential at each on one fresh mini-batch (the loss the other methods
+    use) and tells it the values; the reported parameters are the search mean.  One
+    update is one compiled function (ask, evaluate, tell).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        strategy: str,
+        population_size: int,
+        std: float,
+        optimizer: optax.GradientTransformation,
+        batch: int,
+    ) -> None:
+        try:
+            import evosax.algorithms as algorithms
+        except ImportError as err:  # an optional dependency
+            raise ImportError(
+                "the evolution-strategy methods (es-openes, es-snes) need evosax: "
+                "pip install 'vi-entropy[examples]'"
+            ) from err
+        super().__init__(
+            model, optimizer, batch, {"grad_evals": 0, "forward_evals": population_size}
+        )
+        cls_name, self._make = _STRATEGIES[strategy]
+        self.cls = getattr(algorithms, cls_name)
+        self.population_size = population_size
+        self.std = std
+
+    def init(self, rng_key: Any, params: Mapping[str, Any], X: Any = None, y: Any = None) -> tuple:
+        # The strategy needs the shape of the flat parameters: it is made here, before the
+        # first (compiled) update reads it.
+        flat, self.unravel = ravel_pytree(dict(params))
+        self.es, self.es_params = self._make(
+            self.cls, self.population_size, flat, self.optimizer, self.std
+        )
+        key, key_init = random.split(rng_key)
+        es_state = self.es.init(key_init, flat, self.es_params)
+        return (_strongly_typed(es_state), key)
+
+    def _update(self, state: tuple, X: Any, y: Any) -> tuple:
+        es_state, key = state
+        key, key_ask, key_batch, key_tell = random.split(key, 4)
+        population, es_state = self.es.ask(key_ask, es_state, self.es_params)
+        # One batch for the whole population: the candidates are ranked on the same loss.
+        loss = jax.vmap(lambda flat: self._loss(self.unravel(flat), key_batch, X, y))
+        es_state, _ = self.es.tell(key_tell, population, loss(population), es_state, self.es_params)
+        return (_strongly_typed(es_state), key)
+
+    def params(self, state: tuple) -> dict:
+        return self.unravel(state[0].mean)
+
+
+def _strongly_typed(tree: Any) -> Any:
+    """``tree`` with no weakly typed leaves.
+
+    evosax's init and tell differ in which leaves are weakly typed (the best fitness so
+    far, OpenES's search scale); a state that changes type would compile the update again.
+    """
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), tree)
+
+
+# -- building a trainer from a method's settings ----------------------------------------
+_OPTAX = {"sgd": optax.sgd, "adam": optax.adam}
+# The options of a sampler given by name that its settings carry (as sampler_kwargs).
+_SAMPLER_OPTIONS = {
+    "sgld": ("step_size", "noise_scale"),
+    "nuts": ("max_tree_depth",),
+    "sa": ("adapt_state_size",),
+    "pcn": ("rho_gain",),
+}
+
+
+def build_optax(model: Callable, tau: float, s: dict[str, Any], batch: int) -> OptaxTrainer:
+    """An Optax optimizer ``s["optimizer"]`` at ``s["learning_rate"]``."""
+    return OptaxTrainer(model, _OPTAX[s["optimizer"]](s["learning_rate"]), batch)
+
+
+def build_sam(model: Callable, tau: float, s: dict[str, Any], batch: int) -> OptaxTrainer:
+    """SAM (``optax.contrib.sam``, opaque mode): SGD steps from an adversarial point."""
+    adv = optax.chain(optax.contrib.normalize(), optax.sgd(s["rho"]))
+    opt = optax.contrib.sam(optax.sgd(s["learning_rate"]), adv, sync_period=2, opaque_mode=True)
+    return OptaxTrainer(model, opt, batch, grads_per_update=2, opaque=True)
+
+
+def _outer_optim(s: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``outer_optimizer``/``outer_learning_rate`` settings into ``outer_optim``."""
+    name = s.pop("outer_optimizer", None)
+    learning_rate = s.pop("outer_learning_rate", None)
+    if name is not None:
+        s["outer_optim"] = _OPTAX[name](learning_rate)
+    return s
+
+
+def build_local_entropy(
+    model: Callable, tau: float, s: dict[str, Any], batch: int
+) -> SchemeTrainer:
+    """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options."""
+    sampler = s.pop("sampler")
+    kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ())}
+    scheme = LocalEntropy(
+        model, tau, sampler=sampler, sampler_kwargs=kwargs, progress_bar=False, **_outer_optim(s)
+    )
+    return SchemeTrainer(scheme, batch)
+
+
+def build_heat(model: Callable, tau: float, s: dict[str, Any], batch: int) -> SchemeTrainer:
+    """:class:`HeatRegularization` by ``s["method"]``; an ``optimizer`` becomes ``optim``."""
+    if "optimizer" in s:  # the SVI fit's optimizer
+        s["optim"] = _OPTAX[s.pop("optimizer")](s.pop("learning_rate"))
+    scheme = HeatRegularization(model, tau, progress_bar=False, **_outer_optim(s))
+    return SchemeTrainer(scheme, batch)
+
+
+def build_es(model: Callable, tau: float, s: dict[str, Any], batch: int) -> ESTrainer:
+    """An evosax strategy ``s["strategy"]`` with an Optax optimizer on its mean."""
+    optimizer = _OPTAX[s["optimizer"]](s["learning_rate"])
+    return ESTrainer(model, s["strategy"], s["population_size"], s["std"], optimizer, batch)
