@@ -9,7 +9,6 @@ compiled.  The ``build_*`` functions make a trainer from a method's settings (se
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,9 +20,11 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import potential_energy
 
-from vi_entropy.driver import RunResult, VIEntropyWarning
+from vi_entropy.driver import RunResult
 from vi_entropy.heat import HeatRegularization
 from vi_entropy.local_entropy import LocalEntropy
+from vi_entropy.loop import Observers
+from vi_entropy.observers import DrawKeeper, FaultGuard
 
 __all__ = ["ESTrainer", "OptaxTrainer", "SchemeTrainer"]
 
@@ -98,47 +99,34 @@ class OptaxTrainer(_CompiledTrainer):
 
 
 class SchemeTrainer:
-    """Outer steps of a :class:`LocalEntropy` or :class:`HeatRegularization` scheme."""
+    """Outer steps of a :class:`LocalEntropy` or :class:`HeatRegularization` scheme.
+
+    Each step is the scheme's ``update`` with the observers ``run`` uses (the last
+    step's draws and their R-hat/ESS, the scheme's warnings once, RejectedStepsError), so
+    the experiment's loop is a run's loop with an evaluation between the steps.
+    """
 
     def __init__(self, scheme: LocalEntropy | HeatRegularization, batch: int) -> None:
         self.scheme = scheme
         self.batch = batch
-        self.last: RunResult | None = None
-        self.warned: set[str] = set()
+        self.observers = Observers([DrawKeeper("last"), FaultGuard()])
 
     def init(self, rng_key: Any, params: Mapping[str, Any], X: Any, y: Any) -> Any:
         return self.scheme.init(rng_key, X, y, init_params=params, batch_size=self.batch)
 
     def step(self, state: Any, X: Any, y: Any) -> tuple[Any, dict]:
-        self.last = result = self._outer_step(state, X, y)
-        return result.state, {
-            "grad_evals": int(result.info["num_grad_evals"][0]),
-            "forward_evals": int(result.info["num_potential_evals"][0]),
+        state, info = self.scheme.update(
+            state, X, y, observers=self.observers, batch_size=self.batch
+        )
+        return state, {
+            "grad_evals": int(info["num_grad_evals"]),
+            "forward_evals": int(info["num_potential_evals"]),
         }
 
-    def _outer_step(self, state: Any, X: Any, y: Any) -> RunResult:
-        """One outer step of the scheme from ``state``, as a one-step run."""
-        # A one-step run would repeat a run's "shown once" warnings on every update:
-        # pass on the first of each kind only.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", VIEntropyWarning)
-            result = self.scheme.run(
-                None,
-                1,
-                X,
-                y,
-                init_state=state,
-                progress_bar=False,
-                track_every=0,
-                batch_size=self.batch,
-            )
-        for w in caught:
-            kind = str(w.message).split(":", 1)[-1].split(" at outer step")[0]
-            if issubclass(w.category, VIEntropyWarning) and kind in self.warned:
-                continue
-            self.warned.add(kind)
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return result
+    @property
+    def last(self) -> RunResult | None:
+        """The steps so far as a :class:`RunResult` (with the last step's draws)."""
+        return None if self.observers.record is None else self.observers.close()
 
     def params(self, state: Any) -> dict:
         return self.scheme.get_params(state)
