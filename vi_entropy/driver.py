@@ -478,7 +478,7 @@ class TwoStepScheme:
             :class:`~vi_entropy.LocalEntropy` and :class:`~vi_entropy.HeatRegularization`
             for the sampler's), ``draws`` and ``trace`` (the tracked losses).  With MCMC
             draws ``info`` also has ``max_rhat`` and ``min_ess``
-            (:func:`chain_diagnostics`), computed on the host from every step's draws (at
+            (:func:`~vi_entropy.observers.chain_diagnostics`), computed on the host from every step's draws (at
             most 1000 coordinates of them) while the device runs the next step.
 
         Raises

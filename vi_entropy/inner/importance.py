@@ -19,6 +19,7 @@ from jax.scipy.special import logsumexp
 
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match
+from vi_entropy.inner.base import Sampler
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 from vi_entropy.types import Context, Draws
@@ -64,7 +65,7 @@ def effective_sample_size(log_weights: jax.Array) -> jax.Array:
     return jnp.exp(2 * logsumexp(log_weights) - logsumexp(2 * log_weights))
 
 
-class ImportanceSampler:
+class ImportanceSampler(Sampler):
     """``num_samples`` proposals ``x_k + √τ ξ`` weighted by ``exp(-f)``.
 
     Parameters
@@ -159,21 +160,6 @@ class ImportanceSampler:
             "fault": fault,
         }
         return mean, state, info, draws if ctx.with_draws else None
-
-    def sample(
-        self,
-        state: ImportanceState,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        model_args: tuple,
-        model_kwargs: Mapping[str, Any],
-        batch_key: Any,
-    ) -> tuple[ImportanceState, Draws, dict[str, jax.Array]]:
-        """:meth:`step`'s draws and evaluation counts: ``(state, Draws, counts)``."""
-        ctx = Context(tuple(model_args), dict(model_kwargs), batch_key, True)
-        _, state, info, draws = self.step(state, rng_key, centre, tau, ctx)
-        return state, draws, {k: info[k] for k in ("num_potential_evals", "num_grad_evals")}
 
     def warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
         """Degenerate weights: this step's ESS is below the threshold (once per run)."""

@@ -33,6 +33,7 @@ from numpyro.infer.sa import SAState
 from vi_entropy import _validation as check
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match, running_average
+from vi_entropy.inner.base import Sampler
 from vi_entropy.inner.elliptical_slice import EllipticalSlice, EllipticalSliceState
 from vi_entropy.inner.pcn import PCN, PCNState
 from vi_entropy.inner.sa import SA
@@ -264,7 +265,7 @@ def make_kernel(
     )
 
 
-class MCMCSampler:
+class MCMCSampler(Sampler):
     """Vectorized chains of a NumPyro kernel on the tilted posterior, warm-started.
 
     Parameters
@@ -473,22 +474,6 @@ class MCMCSampler:
         counts = self._counts(state, stats, unkept + thinned)
         info = {**counts, **_summarize(stats), "fault": fault}
         return mean, state, info, draws if ctx.with_draws else None
-
-    def sample(
-        self,
-        state: Any,
-        rng_key: Any,
-        centre: jax.Array,
-        tau: Any,
-        model_args: tuple,
-        model_kwargs: Mapping[str, Any],
-        batch_key: Any,
-    ) -> tuple[Any, Draws, dict[str, jax.Array]]:
-        """:meth:`step`'s draws and evaluation counts: ``(state, Draws, counts)``."""
-        ctx = Context(tuple(model_args), dict(model_kwargs), batch_key, True)
-        _, state, info, draws = self.step(state, rng_key, centre, tau, ctx)
-        counts = {k: v for k, v in info.items() if k.startswith("num_") and "evals" in k}
-        return state, draws, counts
 
     def _counts(
         self, state: Any, stats: Mapping[str, jax.Array], unkept: Any = 0

@@ -5,34 +5,5 @@ The kernels (:class:`SGLD`, :class:`PCN`, :class:`EllipticalSlice`, :class:`SA`,
 (:class:`MCMCSampler`, :class:`ImportanceSampler`) and the :class:`Draws` they return.
 """
 
-from vi_entropy.inner import (
-    PCN,
-    SA,
-    SGLD,
-    Draws,
-    EllipticalSlice,
-    EllipticalSliceState,
-    ImportanceSampler,
-    ImportanceState,
-    MCMCSampler,
-    PCNState,
-    SGLDState,
-    effective_sample_size,
-    make_kernel,
-)
-
-__all__ = [
-    "PCN",
-    "SA",
-    "SGLD",
-    "Draws",
-    "EllipticalSlice",
-    "EllipticalSliceState",
-    "ImportanceSampler",
-    "ImportanceState",
-    "MCMCSampler",
-    "PCNState",
-    "SGLDState",
-    "effective_sample_size",
-    "make_kernel",
-]
+from vi_entropy.inner import *  # noqa: F403 - the same public names
+from vi_entropy.inner import __all__  # noqa: F401
