@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import random
 from numpyro.infer.initialization import init_to_median
@@ -267,6 +268,8 @@ class TwoStepScheme:
             shard_data=self.shard_data,
         )
         self._init_jit = jax.jit(outer.init, static_argnames=("static",))
+        self._potential_jit = jax.jit(self._potential, static_argnames=("static",))
+        self._constrain_jit = jax.jit(self.tilted.constrain)
         self._step_jit = jax.jit(outer.step, static_argnames=("static", "with_draws"))
         self._built_for = signature
 
@@ -274,6 +277,13 @@ class TwoStepScheme:
         """The model arguments, traced or compiled in (see ``jit_model_args``), placed."""
         dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
         return self.sharding.put(dynamic, rows=self.shard_data), static
+
+    def _potential(
+        self, centre: jax.Array, dynamic: list, batch_key: Any, static: StaticArgs
+    ) -> jax.Array:
+        """``f(centre)`` (compiled: run eagerly, the model would compile op by op)."""
+        args, kwargs = merge_args(dynamic, static)
+        return self.tilted.potential(centre, args, kwargs, batch_key)
 
     def _tracing_failed(self, err: Exception) -> TypeError:
         return tracing_failed(type(self).__name__, self.jit_model_args, self.shard_data, err)
@@ -313,7 +323,7 @@ class TwoStepScheme:
             Step 0, centre ``x_0``.
         """
         check.rng_key("rng_key", rng_key)
-        key_setup, key_init, key_inner, key_state = random.split(rng_key, 4)
+        key_setup, key_init, key_inner, key_state, key_batch = _init_keys(rng_key)
         self._setup(key_setup, args, kwargs)
         if init_params is None:
             info = initialize_model(
@@ -328,8 +338,8 @@ class TwoStepScheme:
             self.tilted.check_params(init_params)
             centre = self.tilted.unconstrain(init_params)
         dynamic, static = self._partition(args, kwargs)
-        key_batch = random.split(key_state)[1] if self.tilted.subsamples else None
-        value = self.tilted.potential(centre, args, kwargs, key_batch)
+        key_batch = key_batch if self.tilted.subsamples else None
+        value = self._potential_jit(centre, dynamic, key_batch, static=static)
         if not bool(jnp.isfinite(value)):
             raise ValueError(
                 "init_params: the potential energy at the starting point is not finite "
@@ -342,7 +352,7 @@ class TwoStepScheme:
             if self._concrete_args:
                 raise
             raise self._tracing_failed(err) from err
-        zero = self.sharding.put(jnp.zeros((), jnp.int32))
+        zero = self.sharding.put(jax.device_put(np.zeros((), np.int32)))
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
     def update(
@@ -711,7 +721,7 @@ class TwoStepScheme:
                 f"state: expected a TwoStepState (from {type(self).__name__}.init, update or "
                 f"result.state), got {type(state).__name__}."
             )
-        return self.tilted.constrain(state.centre)
+        return self._constrain_jit(state.centre)
 
     def get_sites(self, state: TwoStepState, *args: Any, **kwargs: Any) -> dict[str, jax.Array]:
         """The model's sites at the centre ``x_k`` of ``state``: latent and deterministic.
@@ -844,3 +854,11 @@ def _resume_source(resume: Any, checkpoint: str | None) -> str | None:
 
 def _is_key_like(x: Any) -> bool:
     return hasattr(x, "dtype") and is_prng_key(x)
+
+
+@jax.jit
+def _init_keys(rng_key: Any) -> tuple:
+    """The keys of :meth:`TwoStepScheme.init` (one compilation, not one per split):
+    set-up, first centre, inner state, state, and the first mini-batch."""
+    key_setup, key_init, key_inner, key_state = random.split(rng_key, 4)
+    return key_setup, key_init, key_inner, key_state, random.split(key_state)[1]
