@@ -12,9 +12,10 @@ import numpyro.distributions as dist
 import pytest
 from jax import random
 
-from vi_entropy import TwoStepScheme
+from tests._zoo import ZOO
+from vi_entropy import HeatRegularization, LocalEntropy, TwoStepScheme
 from vi_entropy.loop import Observers
-from vi_entropy.observers import FaultGuard
+from vi_entropy.observers import DrawKeeper, FaultGuard
 from vi_entropy.types import Context, InnerStep
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vi_entropy"
@@ -138,3 +139,34 @@ def test_no_function_is_over_80_lines_of_code():
                 if lines > 80:
                     long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: LocalEntropy(
+            m, 1e-3, sampler="pcn", num_chains=2, num_samples=8, num_warmup=8, progress_bar=False
+        ),
+        lambda m: HeatRegularization(
+            m, 1e-3, num_inner_steps=5, num_particles=2, progress_bar=False
+        ),
+    ],
+    ids=["le-pcn", "hr-svi"],
+)
+def test_update_with_runs_observers_is_run_on_a_hierarchical_model(make):
+    """Plates, a batch-dimension latent, constrained scales, a latent named ``tau``."""
+    case = ZOO["hierarchical"]
+    scheme = make(case.model)
+    result = scheme.run(random.PRNGKey(0), 3, *case.args, **case.kwargs)
+    obs = Observers([DrawKeeper("last"), FaultGuard()])
+    state = scheme.init(random.PRNGKey(0), *case.args, **case.kwargs)
+    for _ in range(3):
+        state, _ = scheme.update(state, *case.args, observers=obs, **case.kwargs)
+    by_update = obs.close()
+    np.testing.assert_array_equal(by_update.state.centre, result.state.centre)
+    for key in ("displacement", "fault", "num_potential_evals", "tau"):
+        np.testing.assert_array_equal(by_update.info[key], result.info[key])
+    assert sorted(by_update.draws) == sorted(result.draws)
+    params = by_update.params
+    assert {k: tuple(np.shape(v)) for k, v in params.items()} == case.latent
+    assert float(params["tau"]) > 0 and float(params["sigma"]) > 0

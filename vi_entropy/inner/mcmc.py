@@ -578,21 +578,18 @@ def _faults(draws: Draws, start: jax.Array | None, end: jax.Array | None = None)
     return fault
 
 
+# Per-draw statistic -> (its per-outer-step summary in ``info``, how it is reduced).
+_SUMMARIES = {
+    "acceptance_rate": ("acceptance_rate", jnp.mean),
+    "diverging": ("num_divergent", jnp.sum),
+    "n_steps": ("mean_n_steps", jnp.mean),
+    "step_size": ("step_size", jnp.mean),
+    "rho": ("rho", jnp.mean),
+    "slice_capped": ("num_slice_capped", jnp.sum),
+    "potential_energy": ("mean_potential_energy", jnp.mean),
+}
+
+
 def _summarize(s: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Per-outer-step summaries of the inner draws' statistics ``s``."""
-    out: dict[str, jax.Array] = {}
-    if "acceptance_rate" in s:
-        out["acceptance_rate"] = jnp.mean(s["acceptance_rate"])
-    if "diverging" in s:
-        out["num_divergent"] = jnp.sum(s["diverging"])
-    if "n_steps" in s:
-        out["mean_n_steps"] = jnp.mean(s["n_steps"])
-    if "step_size" in s:
-        out["step_size"] = jnp.mean(s["step_size"])
-    if "rho" in s:
-        out["rho"] = jnp.mean(s["rho"])
-    if "slice_capped" in s:
-        out["num_slice_capped"] = jnp.sum(s["slice_capped"])
-    if "potential_energy" in s:
-        out["mean_potential_energy"] = jnp.mean(s["potential_energy"])
-    return out
+    return {name: reduce(s[stat]) for stat, (name, reduce) in _SUMMARIES.items() if stat in s}
