@@ -141,6 +141,71 @@ def test_no_function_is_over_80_lines_of_code():
     assert not long, long
 
 
+def _numpyro_private_uses(tree: ast.AST) -> list[int]:
+    """Lines that reach a private name through a NumPyro import (``numpyro.x._y``)."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {
+                a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("numpyro")
+            }
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("numpyro"):
+            bound |= {a.asname or a.name for a in node.names}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("numpyro"):
+            if any(a.name.startswith("_") for a in node.names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if not node.attr.startswith("__"):
+                root = node.value
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in bound:
+                    lines.append(node.lineno)
+    return lines
+
+
+# NumPyro's private attributes of the SA kernel that the SA subclass used to set directly.
+_SA_PRIVATE = {"_init_fn", "_sample_fn", "_postprocess_fn", "_potential_fn_gen", "_model"}
+
+
+def test_numpyro_internals_are_touched_in_one_module():
+    """Only ``_numpyro_compat`` reaches into NumPyro's private names."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "_numpyro_compat.py":
+            continue
+        tree = ast.parse(path.read_text())
+        found += [f"{path.name}:{line}" for line in _numpyro_private_uses(tree)]
+        if path.name == "sa.py":
+            found += [
+                f"{path.name}:{node.lineno} .{node.attr}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and node.attr in _SA_PRIVATE
+            ]
+    assert not found, found
+    # the checker itself finds such a use
+    assert _numpyro_private_uses(ast.parse("import numpyro\nnumpyro.optim._NumPyroOptim")) == [2]
+
+
+def test_compat_says_which_internal_is_missing():
+    import numpyro.optim
+    import optax
+
+    from vi_entropy import _numpyro_compat as compat
+    from vi_entropy.inner.sa import SA
+
+    assert compat.is_numpyro_optimizer(numpyro.optim.Adam(1e-3))
+    assert not compat.is_numpyro_optimizer(optax.adam(1e-3))
+    kernel = numpyro.infer.SA(potential_fn=lambda z: 0.0)
+    copied = SA.from_numpyro(kernel)
+    assert type(copied) is SA and copied.init_scale is None
+    del kernel._potential_fn_gen  # as if a NumPyro release had renamed it
+    with pytest.raises(RuntimeError, match=r"SA\._potential_fn_gen.*numpyro 0\.22"):
+        SA.from_numpyro(kernel)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -14,6 +14,7 @@ import numpyro.optim
 import optax
 
 from vi_entropy import _validation as check
+from vi_entropy._numpyro_compat import is_numpyro_optimizer
 from vi_entropy.driver import TwoStepScheme
 from vi_entropy.inner.rm import ESTIMATORS, RobbinsMonroFit
 from vi_entropy.inner.svi import SVIFit
@@ -114,7 +115,7 @@ class HeatRegularization(TwoStepScheme):
         if optim is None:
             tau0 = self.tau0 if self.tau0 is not None else float(self.tau(0))
             optim = numpyro.optim.Adam(math.sqrt(tau0) / 10)  # exactly 1e-2 at tau = 1e-2
-        if not isinstance(optim, numpyro.optim._NumPyroOptim | optax.GradientTransformation):
+        if not (is_numpyro_optimizer(optim) or isinstance(optim, optax.GradientTransformation)):
             raise TypeError(
                 "optim: expected a NumPyro optimizer (numpyro.optim.*) or an Optax "
                 f"GradientTransformation, got {type(optim).__name__}."

@@ -34,27 +34,14 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, transform_fn
 
+from vi_entropy._numpyro_compat import unconstrained_values_on_stack
+
 # Keyword arguments the tilted model takes on top of the model's own.  They start with
 # ``_vi_`` so they cannot collide with a user's keyword names.
 CENTRE = "_vi_centre"
 TAU = "_vi_tau"
 BATCH_KEY = "_vi_batch_key"
 TILT_SITE = "_vi_tilt"
-
-
-def _unconstrained_values_on_stack() -> Mapping[str, Any] | None:
-    """Unconstrained values NumPyro's ``potential_energy`` is substituting, if any.
-
-    NumPyro's own model wrappers (``hmc_gibbs.estimate_likelihood``) read them from the
-    ``_unconstrain_params`` handler in the same way; without it we invert the transforms.
-    """
-    handler_type = getattr(numpyro.infer.util, "_unconstrain_params", None)
-    if handler_type is None:  # pragma: no cover - older NumPyro
-        return None
-    for handler in reversed(numpyro.primitives._PYRO_STACK):
-        if isinstance(handler, handler_type):
-            return handler.params
-    return None
 
 
 def _is_latent(site: Mapping[str, Any]) -> bool:
@@ -104,7 +91,7 @@ def tilt_model(model: Callable, beta: float = 1.0) -> Callable:
         fn = scaled if batch_key is None else handlers.seed(scaled, rng_seed=batch_key)
         with handlers.trace() as tr:
             out = fn(*args, **kwargs)
-        unconstrained = _unconstrained_values_on_stack()
+        unconstrained = unconstrained_values_on_stack()
         sq_dist = 0.0
         log_jac_fix = 0.0
         for name, site in tr.items():

@@ -5,12 +5,12 @@ as shipped it (a) replaces given ``init_params`` by a fresh initialization when 
 model, which also breaks vectorized chains, and (b) has no ``refresh``/``wrap_model``, so
 its population's cached energies go stale when the target moves, and (c) draws its
 initial population from ``N(init, I)``, which is far too wide for a tilted posterior of
-scale ``√τ``.  :class:`SA` keeps NumPyro's transition untouched and fixes those points.
+scale ``√τ``.  :class:`SA` keeps NumPyro's transition untouched and fixes those points; what it needs
+of NumPyro's internals is in :mod:`vi_entropy._numpyro_compat`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +21,11 @@ from numpyro.infer import sa as _numpyro_sa
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.sa import SAState
 
+from vi_entropy._numpyro_compat import SAInternals
 from vi_entropy.tilted import TAU
 
 
-class SA(_numpyro_sa.SA):
+class SA(SAInternals):
     """:class:`numpyro.infer.SA` that honours ``init_params`` and supports ``refresh``.
 
     NumPyro's parameters ``SA(model=None, potential_fn=None, adapt_state_size=None,
@@ -88,25 +89,19 @@ class SA(_numpyro_sa.SA):
     @classmethod
     def from_numpyro(cls, kernel: _numpyro_sa.SA, model: Callable | None = None) -> SA:
         """Copy the settings of a NumPyro ``SA`` kernel (optionally onto another model)."""
-        new = copy.copy(kernel)
-        new.__class__ = cls
+        settings = cls.settings_of(kernel)
         if model is not None:
-            new._model = model
-        new._init_fn = None
-        new._sample_fn = None
-        new._postprocess_fn = None
-        return new
+            settings.update(model=model, potential_fn=None)
+        return cls(**settings, init_scale=getattr(kernel, "init_scale", None))
 
-    def _init_state(
-        self, rng_key: Any, model_args: tuple, model_kwargs: dict, init_params: Any
-    ) -> Any:
-        initialized = super()._init_state(rng_key, model_args, model_kwargs, init_params)
-        self._init_fn = self._scaled_init(self._init_fn)
-        return initialized if init_params is None else init_params
+    @property
+    def init_scale(self) -> float | None:
+        """The initial population's standard deviation per coordinate (``None``: default)."""
+        return self._init_scale
 
-    def _scaled_init(self, init_fn: Callable) -> Callable:
+    def wrap_init_fn(self, init_fn: Callable) -> Callable:
         """NumPyro's ``init_kernel`` with the initial population's scale set (see above)."""
-        init_scale = getattr(self, "_init_scale", None)  # from_numpyro copies lack it
+        init_scale = self._init_scale
 
         def init_kernel(
             init_params: Any,
@@ -141,10 +136,7 @@ class SA(_numpyro_sa.SA):
         self, model_args: tuple = (), model_kwargs: dict | None = None
     ) -> Callable:
         """The potential energy function for these model arguments (after ``init``)."""
-        model_kwargs = {} if model_kwargs is None else model_kwargs
-        if self._model is None:
-            return self._potential_fn
-        return self._potential_fn_gen(*model_args, **model_kwargs)
+        return self.potential_fn_at(model_args, model_kwargs)
 
     def refresh(self, state: SAState, model_args: tuple, model_kwargs: dict | None) -> SAState:
         """Recompute the energies of the current point and of the whole population."""
@@ -157,6 +149,6 @@ class SA(_numpyro_sa.SA):
 
     def wrap_model(self, wrapper: Callable) -> SA:
         """A copy of this kernel bound to ``wrapper(self.model)``."""
-        if self._model is None:
+        if self.model is None:
             raise ValueError("`wrap_model` needs a kernel built from a model.")
-        return SA.from_numpyro(self, wrapper(self._model))
+        return SA.from_numpyro(self, wrapper(self.model))
