@@ -225,6 +225,33 @@ class Context(NamedTuple):
     with_draws: bool = True
 
 
+class ChainBudget(NamedTuple):
+    """What vectorized chains ran in one outer step: the input of a kernel's counts.
+
+    An MCMC kernel may define ``evaluation_counts(state, stats, budget) -> dict`` (its
+    ``num_grad_evals`` and ``num_potential_evals`` for the step, all chains; ``state`` is
+    the chains' final state, ``stats`` the kept draws' statistics) and, if a transition's
+    cost varies, ``transition_evals(state) -> [logical, executed]`` for the last
+    transition of vectorized chains; see :mod:`vi_entropy.inner.mcmc`.
+
+    - **chains** - the number of chains.
+    - **transitions** - kernel transitions per chain (kept draws times thinning).
+    - **warmup** - warm-up transitions per chain this step (0 when warm-started).
+    - **init** - value-and-gradient evaluations of ``initialize_model`` (with
+      ``readapt``: one per chain; else 0).
+    - **readapt** - whether the step re-initialized the kernel.
+    - **unkept** - ``transition_evals`` summed over the transitions whose statistics
+      were not kept (warm-up, thinning), shape ``(2,)``.
+    """
+
+    chains: int
+    transitions: int
+    warmup: int
+    init: int
+    readapt: bool
+    unkept: jax.Array
+
+
 @runtime_checkable
 class InnerStep(Protocol):
     """Step 2 of an outer step: from the tilted posterior around ``centre`` to a mean.

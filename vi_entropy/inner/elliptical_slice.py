@@ -26,7 +26,7 @@ The core is pure (:func:`elliptical_slice_kernel`, on flat vectors);
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +35,12 @@ from jax import lax, random
 from numpyro.infer.initialization import init_to_uniform
 
 from vi_entropy import _validation as check
-from vi_entropy.inner.gaussian_reference import GaussianReferenceKernel, reference_energy
+from vi_entropy.inner.gaussian_reference import (
+    GaussianReferenceKernel,
+    reference_energy,
+    start_evals,
+)
+from vi_entropy.types import ChainBudget
 
 
 class EllipticalSliceState(NamedTuple):
@@ -202,6 +207,28 @@ class EllipticalSlice(GaussianReferenceKernel):
             key_move, x, state.potential_energy, potential_fn, loc, scale, self.max_shrinks
         )
         return EllipticalSliceState(state.i + 1, unravel(x), pe, n, capped, key)
+
+    def evaluation_counts(
+        self, state: EllipticalSliceState, stats: Mapping[str, Any], budget: ChainBudget
+    ) -> dict[str, jax.Array]:
+        """``1 +`` shrinks per transition and the refresh; ``num_potential_evals_executed``
+        counts what vectorized chains evaluate in lockstep: every chain as many times as
+        the slowest (see :class:`~vi_entropy.types.ChainBudget`)."""
+        n = stats["n_evals"]  # (chains, draws)
+        start = start_evals(budget)
+        return {
+            "num_grad_evals": jnp.asarray(0),
+            "num_potential_evals": jnp.sum(n) + budget.unkept[0] + start,
+            "num_potential_evals_executed": (
+                budget.chains * jnp.sum(jnp.max(n, axis=0)) + budget.unkept[1] + start
+            ),
+        }
+
+    def transition_evals(self, state: EllipticalSliceState) -> jax.Array:
+        """``[sum over chains, chains × max over chains]`` of the last transition's
+        evaluations (vectorized chains)."""
+        n = state.num_evals.astype(jnp.int32)
+        return jnp.stack([jnp.sum(n), n.shape[0] * jnp.max(n)])
 
     def get_diagnostics_str(self, state: EllipticalSliceState) -> str:
         return (

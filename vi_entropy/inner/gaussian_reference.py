@@ -33,11 +33,18 @@ from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
 
 from vi_entropy.tilted import CENTRE, TAU
+from vi_entropy.types import ChainBudget
 
 
 def reference_energy(x: jax.Array, loc: Any, scale: Any) -> jax.Array:
     """``½ |(x − m)/s|²``: minus the log density of ``N(m, s²I)`` up to a constant."""
     return 0.5 * jnp.sum(jnp.square((x - loc) / scale))
+
+
+def start_evals(budget: ChainBudget) -> int:
+    """Potential evaluations at the chains' start points: one per chain (the refresh);
+    with ``readapt``, ``initialize_model`` also checks one point (no gradient)."""
+    return budget.chains + (1 if budget.readapt else 0)
 
 
 def _is_vectorized(key: Any) -> bool:

@@ -28,19 +28,18 @@ from jax import lax, random
 from numpyro.infer import HMC, NUTS
 from numpyro.infer import SA as NumPyroSA
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.sa import SAState
 
 from vi_entropy import _validation as check
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match, running_average
 from vi_entropy.inner.base import Sampler
-from vi_entropy.inner.elliptical_slice import EllipticalSlice, EllipticalSliceState
-from vi_entropy.inner.pcn import PCN, PCNState
+from vi_entropy.inner.elliptical_slice import EllipticalSlice
+from vi_entropy.inner.pcn import PCN
 from vi_entropy.inner.sa import SA
 from vi_entropy.inner.sgld import SGLD, SGLDState
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
-from vi_entropy.types import Context, Draws
+from vi_entropy.types import ChainBudget, Context, Draws
 
 # Per-transition statistics read from kernel states when present, with the names ArviZ
 # uses in its ``sample_stats`` group.
@@ -370,7 +369,7 @@ class MCMCSampler(Sampler):
 
         def one_step(s: Any, _: Any) -> tuple[Any, jax.Array]:
             s = self.kernel.sample(s, model_args, kw)
-            return s, _transition_evals(s)
+            return s, _transition_evals(self.kernel, s)
 
         state, steps = lax.scan(one_step, state, None, length=n)
         return state, jnp.sum(steps, axis=0)
@@ -483,10 +482,10 @@ class MCMCSampler(Sampler):
         ``unkept`` holds the counts of :func:`_transition_evals` for the transitions
         whose statistics were not kept (warm-up, thinning).  Exact for HMC/NUTS (every
         leapfrog step, thinned and warm-up transitions included, plus one evaluation per
-        chain at the refreshed start point), SA, SGLD, pCN (one per transition and one
-        per chain at the refresh) and elliptical slice (``1 +`` shrinks per transition,
-        plus the refresh; ``num_potential_evals_executed`` counts what vectorized chains
-        evaluate in lockstep: every chain as many times as the slowest).  With ``readapt`` they are lower bounds: one value-and-gradient per chain
+        chain at the refreshed start point) and for the kernels that count their own
+        (``evaluation_counts``, see :class:`~vi_entropy.types.ChainBudget`): SA, SGLD,
+        pCN and elliptical slice; ``-1`` for other kernels.  With ``readapt`` they are
+        lower bounds: one value-and-gradient per chain
         for NumPyro's ``initialize_model`` is counted, but its trace of the model and the
         step-size search of HMC/NUTS warm-up (a few evaluations per chain) are not.
         These are the evaluations each chain needs; vectorized chains run in lockstep,
@@ -497,47 +496,26 @@ class MCMCSampler(Sampler):
         warm = self.num_warmup if self.readapt else 0
         init = c if self.readapt else 0  # initialize_model's value-and-gradient
         unkept = jnp.broadcast_to(jnp.asarray(unkept, jnp.int32), (2,))
-        if "n_steps" in stats:
-            grads = jnp.sum(stats["n_steps"]) + unkept[0] + c + init  # + refresh / init
+        if "n_steps" in stats:  # HMC/NUTS: every leapfrog step, + refresh / init
+            grads = jnp.sum(stats["n_steps"]) + unkept[0] + c + init
             return {"num_grad_evals": grads, "num_potential_evals": grads}
-        if isinstance(state, SAState):
-            pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
-            evals = c * (s + warm + pop + 1) + init
-            return {"num_grad_evals": jnp.asarray(init), "num_potential_evals": jnp.asarray(evals)}
-        if isinstance(state, SGLDState):
-            # An adapting warm-up transition takes a second gradient (its Metropolis test).
-            per_warm = 1 if state.adapt_state is None else 2
-            evals = c * (s + per_warm * warm) + init
-            return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
-        # pCN and elliptical slice: no gradient, even at initialization; with readapt,
-        # `initialize_model` checks one point (an evaluation), then every chain's start.
-        start = c + (1 if self.readapt else 0)
-        zero = jnp.asarray(0)
-        if isinstance(state, PCNState):
-            evals = c * (s + warm) + start
-            return {"num_grad_evals": zero, "num_potential_evals": jnp.asarray(evals)}
-        if isinstance(state, EllipticalSliceState):
-            n = stats["n_evals"]  # (chains, draws)
-            logical = jnp.sum(n) + unkept[0] + start
-            executed = c * jnp.sum(jnp.max(n, axis=0)) + unkept[1] + start
-            return {
-                "num_grad_evals": zero,
-                "num_potential_evals": logical,
-                "num_potential_evals_executed": executed,
-            }
+        counter = getattr(self.kernel, "evaluation_counts", None)
+        if counter is not None:  # our kernels count their own (see ChainBudget)
+            return counter(state, stats, ChainBudget(c, s, warm, init, self.readapt, unkept))
         return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
 
 
-def _transition_evals(state: Any) -> jax.Array:
+def _transition_evals(kernel: Any, state: Any) -> jax.Array:
     """Variable evaluation counts of the last transition of vectorized chains.
 
-    ``[logical, executed]``: NUTS/HMC's leapfrog steps summed over chains (twice);
-    elliptical slice's evaluations summed over chains, and ``chains × max`` over
-    chains, what lockstep chains execute; zeros for kernels with fixed counts.
+    ``[logical, executed]``: NUTS/HMC's leapfrog steps summed over chains (twice); a
+    kernel's own ``transition_evals`` (elliptical slice: its evaluations summed over
+    chains, and ``chains × max`` over chains, what lockstep chains execute); zeros for
+    kernels with fixed counts.
     """
-    if isinstance(state, EllipticalSliceState):
-        n = state.num_evals.astype(jnp.int32)
-        return jnp.stack([jnp.sum(n), n.shape[0] * jnp.max(n)])
+    own = getattr(kernel, "transition_evals", None)
+    if own is not None:
+        return own(state)
     steps = getattr(state, "num_steps", None)
     if steps is None:
         return jnp.zeros(2, jnp.int32)

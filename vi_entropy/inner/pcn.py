@@ -18,7 +18,7 @@ flat vectors); :class:`PCN` is the NumPyro ``MCMCKernel`` around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -28,7 +28,12 @@ from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 
 from vi_entropy import _validation as check
-from vi_entropy.inner.gaussian_reference import GaussianReferenceKernel, reference_energy
+from vi_entropy.inner.gaussian_reference import (
+    GaussianReferenceKernel,
+    reference_energy,
+    start_evals,
+)
+from vi_entropy.types import ChainBudget
 
 
 class PCNState(NamedTuple):
@@ -248,6 +253,14 @@ class PCN(GaussianReferenceKernel):
             after = state.i >= self._num_warmup if self.adapt_rho else True
             rho = jnp.where(after, followed, rho).astype(state.rho.dtype)
         return PCNState(state.i + 1, unravel(x), pe, accept_prob, rho, adapt_state, key)
+
+    def evaluation_counts(
+        self, state: PCNState, stats: Mapping[str, Any], budget: ChainBudget
+    ) -> dict[str, jax.Array]:
+        """One potential evaluation per transition and one per chain at the refresh; no
+        gradient (see :class:`~vi_entropy.types.ChainBudget`)."""
+        evals = budget.chains * (budget.transitions + budget.warmup) + start_evals(budget)
+        return {"num_grad_evals": jnp.asarray(0), "num_potential_evals": jnp.asarray(evals)}
 
     def get_diagnostics_str(self, state: PCNState) -> str:
         return (

@@ -11,7 +11,7 @@ of NumPyro's internals is in :mod:`vi_entropy._numpyro_compat`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -23,6 +23,7 @@ from numpyro.infer.sa import SAState
 
 from vi_entropy._numpyro_compat import SAInternals
 from vi_entropy.tilted import TAU
+from vi_entropy.types import ChainBudget
 
 
 class SA(SAInternals):
@@ -137,6 +138,18 @@ class SA(SAInternals):
     ) -> Callable:
         """The potential energy function for these model arguments (after ``init``)."""
         return self.potential_fn_at(model_args, model_kwargs)
+
+    def evaluation_counts(
+        self, state: SAState, stats: Mapping[str, Any], budget: ChainBudget
+    ) -> dict[str, jax.Array]:
+        """One potential evaluation per transition and per initial population point, and
+        one at the refresh, per chain (see :class:`~vi_entropy.types.ChainBudget`)."""
+        pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
+        evals = budget.chains * (budget.transitions + budget.warmup + pop + 1) + budget.init
+        return {
+            "num_grad_evals": jnp.asarray(budget.init),
+            "num_potential_evals": jnp.asarray(evals),
+        }
 
     def refresh(self, state: SAState, model_args: tuple, model_kwargs: dict | None) -> SAState:
         """Recompute the energies of the current point and of the whole population."""

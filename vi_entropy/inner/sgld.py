@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,8 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
+
+from vi_entropy.types import ChainBudget
 
 SGLDState = namedtuple(
     "SGLDState",
@@ -321,6 +323,15 @@ class SGLD(MCMCKernel):
         if self._postprocess_fn is None:
             return lambda z: z
         return self._postprocess_fn(*model_args, **model_kwargs)
+
+    def evaluation_counts(
+        self, state: SGLDState, stats: Mapping[str, Any], budget: ChainBudget
+    ) -> dict[str, jax.Array]:
+        """One gradient per transition; an adapting warm-up transition takes a second
+        (its Metropolis test) (see :class:`~vi_entropy.types.ChainBudget`)."""
+        per_warm = 1 if state.adapt_state is None else 2
+        evals = budget.chains * (budget.transitions + per_warm * budget.warmup) + budget.init
+        return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
 
     def refresh(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         """Nothing cached depends on the model arguments: every step recomputes its gradient."""
