@@ -34,6 +34,8 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
 
+from vi_entropy import _validation as check
+
 SGLDState = namedtuple(
     "SGLDState",
     ["i", "z", "potential_energy", "grad_norm", "rng_key", "adapt_state"],
@@ -137,18 +139,10 @@ class SGLD(MCMCKernel):
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("SGLD: give exactly one of `model` and `potential_fn`.")
-        target_accept_prob = float(target_accept_prob)
-        if not 0 < target_accept_prob < 1:
-            raise ValueError(
-                f"target_accept_prob: expected a float in (0, 1), got {target_accept_prob}."
-            )
+        target_accept_prob = check.open_unit_interval("target_accept_prob", target_accept_prob)
         if step_size is not None and not callable(step_size):
-            step_size = float(step_size)
-            if not (jnp.isfinite(step_size) and step_size > 0):
-                raise ValueError(f"step_size: expected a finite float > 0, got {step_size}.")
-        noise_scale = float(noise_scale)
-        if not (jnp.isfinite(noise_scale) and noise_scale >= 0):
-            raise ValueError(f"noise_scale: expected a finite float >= 0, got {noise_scale}.")
+            step_size = check.positive_float("step_size", step_size)
+        noise_scale = check.positive_float("noise_scale", noise_scale, allow_zero=True)
         if step_size is None and noise_scale == 0:
             raise ValueError(
                 "step_size: with noise_scale=0 there is no Langevin target to adapt the "
