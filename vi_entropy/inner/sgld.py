@@ -17,7 +17,6 @@ draws are biased by ``O(η)``, so keep ``η`` small against the curvature of ``U
 
 from __future__ import annotations
 
-import copy
 from collections import namedtuple
 from collections.abc import Callable
 from functools import partial
@@ -30,11 +29,11 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.hmc_util import IntegratorState, warmup_adapter
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.infer.util import potential_energy
 from numpyro.util import is_prng_key
 
 from vi_entropy import _validation as check
+from vi_entropy.inner.base import ModelKernel
 
 SGLDState = namedtuple(
     "SGLDState",
@@ -63,7 +62,7 @@ Example: ``SGLD(model).init(jax.random.PRNGKey(0), 0, {"x": jnp.zeros(())})`` is
 _PROBE = 1e-3
 
 
-class SGLD(MCMCKernel):
+class SGLD(ModelKernel):
     """Stochastic-gradient Langevin dynamics, with a fresh mini-batch at every step.
 
     ``z ← z − η ∇U_B(z) + s √(2η) ξ``.  Works inside :class:`numpyro.infer.MCMC`
@@ -126,7 +125,7 @@ class SGLD(MCMCKernel):
     1.0
     """
 
-    sample_field = "z"
+    _name = "SGLD"
 
     def __init__(
         self,
@@ -162,14 +161,6 @@ class SGLD(MCMCKernel):
         """Whether the step size and preconditioner are adapted (``step_size=None``)."""
         return self.step_size is None
 
-    @property
-    def model(self) -> Callable | None:
-        return self._model
-
-    @property
-    def default_fields(self) -> tuple[str, ...]:
-        return ("z",)
-
     def _potential(self, z: Any, key: Any, model_args: tuple, model_kwargs: dict) -> Any:
         if self._model is None:
             return self._potential_fn(z)
@@ -187,26 +178,9 @@ class SGLD(MCMCKernel):
     ) -> SGLDState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
         vectorized = not is_prng_key(rng_key)
-        if self._model is not None:
-            # One initialization per chain only when no init_params are given.
-            keys = (
-                rng_key
-                if (vectorized and init_params is None)
-                else (rng_key[0] if vectorized else rng_key)
-            )
-            info = initialize_model(
-                keys,
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-            )
-            self._postprocess_fn = info.postprocess_fn
-            if init_params is None:
-                init_params = info.param_info.z
-        elif init_params is None:
-            raise ValueError("SGLD: `init_params` is required when using `potential_fn`.")
+        init_params = self._initial_params(
+            rng_key, init_params, model_args, model_kwargs, validate_grad=True
+        )
 
         if self.adapts and num_warmup < 1:
             raise ValueError(
@@ -311,23 +285,9 @@ class SGLD(MCMCKernel):
         in_warmup = jnp.any(state.i < self._num_warmup)
         return lax.cond(in_warmup, run(True), run(False), state)
 
-    def postprocess_fn(self, model_args: tuple, model_kwargs: dict) -> Callable:
-        if self._postprocess_fn is None:
-            return lambda z: z
-        return self._postprocess_fn(*model_args, **model_kwargs)
-
     def refresh(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         """Nothing cached depends on the model arguments: every step recomputes its gradient."""
         return state
-
-    def wrap_model(self, wrapper: Callable) -> SGLD:
-        """A copy of this kernel bound to ``wrapper(self.model)``."""
-        if self._model is None:
-            raise ValueError("`wrap_model` needs a kernel built from a model.")
-        kernel = copy.copy(self)
-        kernel._model = wrapper(self._model)
-        kernel._postprocess_fn = None
-        return kernel
 
     def get_diagnostics_str(self, state: SGLDState) -> str:
         if state.adapt_state is not None:
