@@ -37,6 +37,12 @@ class Sampler:
         return state, draws, {k: v for k, v in info.items() if k in COUNT_KEYS}
 
 
+def is_vectorized(key: Any) -> bool:
+    """Whether ``key`` holds one key per chain (vectorized chains) rather than one key."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return key.ndim > (0 if typed else 1)
+
+
 class ModelKernel(MCMCKernel):
     """What our kernels on a model or a ``potential_fn`` share (:class:`~vi_entropy.SGLD`,
     :class:`~vi_entropy.PCN`, :class:`~vi_entropy.EllipticalSlice`): NumPyro's
@@ -72,6 +78,17 @@ class ModelKernel(MCMCKernel):
         kernel._model = wrapper(self._model)
         kernel._postprocess_fn = None
         return kernel
+
+    def _sample_one(self, state: Any, model_args: tuple, model_kwargs: dict) -> Any:
+        raise NotImplementedError
+
+    def _sample_chains(self, state: Any, model_args: tuple, model_kwargs: dict) -> Any:
+        """One transition of every chain: ``_sample_one`` mapped over vectorized chains."""
+        if is_vectorized(state.rng_key):
+            return jax.vmap(self._sample_one, in_axes=(0, None, None))(
+                state, model_args, model_kwargs
+            )
+        return self._sample_one(state, model_args, model_kwargs)
 
     def _initial_params(
         self,

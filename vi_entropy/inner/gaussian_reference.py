@@ -39,11 +39,6 @@ def reference_energy(x: jax.Array, loc: Any, scale: Any) -> jax.Array:
     return 0.5 * jnp.sum(jnp.square((x - loc) / scale))
 
 
-def _is_vectorized(key: Any) -> bool:
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    return key.ndim > (0 if typed else 1)
-
-
 def _reference_value(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -159,16 +154,9 @@ class GaussianReferenceKernel(ModelKernel):
     def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Mapping[str, Any]) -> Any:
         raise NotImplementedError
 
-    def _sample_one(self, state: Any, model_args: tuple, model_kwargs: dict) -> Any:
-        raise NotImplementedError
-
     def sample(self, state: Any, model_args: tuple, model_kwargs: dict | None) -> Any:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        if _is_vectorized(state.rng_key):
-            return jax.vmap(self._sample_one, in_axes=(0, None, None))(
-                state, model_args, model_kwargs
-            )
-        return self._sample_one(state, model_args, model_kwargs)
+        return self._sample_chains(state, model_args, model_kwargs)
 
     def _flat_potential(
         self, z: Any, model_args: tuple, model_kwargs: Mapping[str, Any]

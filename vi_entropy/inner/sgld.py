@@ -33,7 +33,7 @@ from numpyro.infer.util import potential_energy
 from numpyro.util import is_prng_key
 
 from vi_entropy import _validation as check
-from vi_entropy.inner.base import ModelKernel
+from vi_entropy.inner.base import ModelKernel, is_vectorized
 
 SGLDState = namedtuple(
     "SGLDState",
@@ -266,14 +266,9 @@ class SGLD(ModelKernel):
 
     def sample(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        key = state.rng_key
-        vectorized = key.ndim > (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1)
         if not self.adapts:
-            if vectorized:
-                return jax.vmap(self._sample_one, in_axes=(0, None, None))(
-                    state, model_args, model_kwargs
-                )
-            return self._sample_one(state, model_args, model_kwargs)
+            return self._sample_chains(state, model_args, model_kwargs)
+        vectorized = is_vectorized(state.rng_key)
 
         def run(warmup: bool) -> Callable[[SGLDState], SGLDState]:
             fn = partial(self._adapted_one, model_args=model_args, model_kwargs=model_kwargs)
