@@ -52,7 +52,10 @@ def test_plain_mcmc_keeps_numpyros_unit_scale():
     assert abs(sd - 1) < 5 * rel_se
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "wide"])
-def test_bad_init_scale_is_named(bad):
-    with pytest.raises(ValueError, match="init_scale"):
+@pytest.mark.parametrize(
+    "bad, error",
+    [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), ("wide", TypeError)],
+)
+def test_bad_init_scale_is_named(bad, error):
+    with pytest.raises(error, match="init_scale: expected a"):
         SA(linreg_model, init_scale=bad)

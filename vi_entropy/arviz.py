@@ -42,6 +42,8 @@ import xarray as xr
 from jax import random
 from numpyro import handlers
 
+from vi_entropy.tilted import subsampled_plates
+
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 
 if ARVIZ_1:  # pragma: no cover - ArviZ 1.x needs Python >= 3.12
@@ -214,13 +216,7 @@ def _observed(
         model_args,
         model_kwargs,
     )
-    subsampled = {
-        name
-        for name, site in tr.items()
-        if site["type"] == "plate"
-        and site["args"][1] is not None
-        and site["args"][1] < site["args"][0]
-    }
+    subsampled = subsampled_plates(tr)
     data, dims = {}, {}
     for name, site in tr.items():
         if site["type"] != "sample" or not site["is_observed"]:

@@ -39,9 +39,38 @@ __all__ = [
     "bulk_effective_sample_size",
     "MonotonicityReport",
     "heat_loss",
+    "kish_ess",
     "local_entropy",
     "monotonicity",
 ]
+
+
+def kish_ess(log_weights: jax.Array) -> jax.Array:
+    """Kish's effective sample size ``(Σw)² / Σw²`` of (unnormalized) log-weights.
+
+    Not to be confused with :func:`bulk_effective_sample_size`, the autocorrelation ESS of
+    MCMC chains: this one counts how many of independent weighted draws effectively count.
+
+    Parameters
+    ----------
+    log_weights : jax.Array
+        Log-weights of any shape (flattened); ``-inf`` for zero weight.
+
+    Returns
+    -------
+    jax.Array
+        A scalar between 1 and the number of weights.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> round(float(kish_ess(jnp.zeros(100))), 3)  # equal weights
+    100.0
+    >>> round(float(kish_ess(jnp.array([0.0, -jnp.inf, -jnp.inf]))), 6)
+    1.0
+    """
+    log_weights = jnp.ravel(log_weights)
+    return jnp.exp(2 * logsumexp(log_weights) - logsumexp(2 * log_weights))
 
 
 def bulk_effective_sample_size(values: Any) -> np.ndarray:
@@ -197,8 +226,7 @@ def smoothed_losses(
     ratio = jnp.exp(-fs - lse) * n  # e^{-f_j} / mean_j e^{-f_j}
     le = Estimate(jnp.log(n) - lse, jnp.sqrt(jnp.sum((ratio - 1) ** 2) / (n * (n - 1))))
     heat = Estimate(jnp.mean(fs), jnp.std(fs, ddof=1) / jnp.sqrt(n))
-    ess = jnp.exp(2 * logsumexp(-fs) - logsumexp(-2 * fs))
-    return SmoothedLosses(le, heat, ess)
+    return SmoothedLosses(le, heat, kish_ess(-fs))
 
 
 def _setup(

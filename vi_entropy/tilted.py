@@ -168,6 +168,21 @@ def trace_model(
     return handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
 
 
+def subsampled_plates(tr: Mapping[str, Any]) -> set[str]:
+    """Names of the plates in the trace ``tr`` that draw a mini-batch (``subsample_size < size``).
+
+    A plate with ``subsample_size`` equal to its size sees all of its data in every trace,
+    so it does not count.
+    """
+    return {
+        name
+        for name, site in tr.items()
+        if site["type"] == "plate"
+        and site["args"][1] is not None
+        and site["args"][1] < site["args"][0]
+    }
+
+
 def inspect_model(
     model: Callable,
     model_args: tuple,
@@ -186,12 +201,9 @@ def inspect_model(
     if tr is None:
         tr = trace_model(model, model_args, model_kwargs, rng_key)
     sites: dict[str, SiteInfo] = {}
-    subsampled_plates = set()
+    subsampled = subsampled_plates(tr)
     for name, site in tr.items():
         if site["type"] == "plate":
-            size, subsample_size = site["args"]
-            if subsample_size is not None and subsample_size < size:
-                subsampled_plates.add(name)
             continue
         if site["type"] == "param":
             raise ValueError(
@@ -218,7 +230,7 @@ def inspect_model(
                 f"({type(_base_distribution(fn)).__name__}); the tilted posterior needs "
                 "continuous latent sites (marginalize it out, or observe it)."
             )
-        if any(frame.name in subsampled_plates for frame in site["cond_indep_stack"]):
+        if any(frame.name in subsampled for frame in site["cond_indep_stack"]):
             raise ValueError(
                 f"model: latent site '{name}' lives inside a subsampled plate; only "
                 "global latent sites can be tilted (subsample the likelihood only)."
@@ -232,7 +244,7 @@ def inspect_model(
         sites[name] = SiteInfo(tuple(jnp.shape(value)), tuple(jnp.shape(u)), value.dtype, transform)
     if not sites:
         raise ValueError("model: it has no latent sample sites, so there is nothing to train.")
-    return sites, bool(subsampled_plates)
+    return sites, bool(subsampled)
 
 
 class TiltedPosterior:

@@ -20,7 +20,6 @@ of a flat vector.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,10 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.infer.util import potential_energy
 from numpyro.util import is_prng_key
 
+from vi_entropy.inner.base import ModelKernel
 from vi_entropy.tilted import CENTRE, TAU
 from vi_entropy.types import ChainBudget
 
@@ -45,11 +44,6 @@ def start_evals(budget: ChainBudget) -> int:
     """Potential evaluations at the chains' start points: one per chain (the refresh);
     with ``readapt``, ``initialize_model`` also checks one point (no gradient)."""
     return budget.chains + (1 if budget.readapt else 0)
-
-
-def _is_vectorized(key: Any) -> bool:
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    return key.ndim > (0 if typed else 1)
 
 
 def _reference_value(name: str, value: Any) -> Any:
@@ -71,7 +65,7 @@ def _reference_value(name: str, value: Any) -> Any:
     return arr
 
 
-class GaussianReferenceKernel(MCMCKernel):
+class GaussianReferenceKernel(ModelKernel):
     """Base of :class:`~vi_entropy.PCN` and :class:`~vi_entropy.EllipticalSlice`.
 
     Parameters
@@ -88,7 +82,6 @@ class GaussianReferenceKernel(MCMCKernel):
         NumPyro init strategy, used when ``init_params`` is not given.
     """
 
-    sample_field = "z"
     _name = "GaussianReferenceKernel"
 
     def __init__(
@@ -112,29 +105,6 @@ class GaussianReferenceKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._postprocess_fn: Callable | None = None
         self._num_warmup = 0
-
-    # -- NumPyro's MCMCKernel interface -----------------------------------------------
-    @property
-    def model(self) -> Callable | None:
-        return self._model
-
-    @property
-    def default_fields(self) -> tuple[str, ...]:
-        return ("z",)
-
-    def postprocess_fn(self, model_args: tuple, model_kwargs: dict) -> Callable:
-        if self._postprocess_fn is None:
-            return lambda z: z
-        return self._postprocess_fn(*model_args, **model_kwargs)
-
-    def wrap_model(self, wrapper: Callable) -> GaussianReferenceKernel:
-        """A copy of this kernel bound to ``wrapper(self.model)``."""
-        if self._model is None:
-            raise ValueError("`wrap_model` needs a kernel built from a model.")
-        kernel = copy.copy(self)
-        kernel._model = wrapper(self._model)
-        kernel._postprocess_fn = None
-        return kernel
 
     # -- the target and its reference ---------------------------------------------------
     def _potential(self, z: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> Any:
@@ -167,28 +137,11 @@ class GaussianReferenceKernel(MCMCKernel):
         model_kwargs = {} if model_kwargs is None else model_kwargs
         self._num_warmup = int(num_warmup)
         vectorized = not is_prng_key(rng_key)
-        if self._model is not None:
-            # One initialization per chain only when no init_params are given; no gradient
-            # is taken (`validate_grad=False`): one potential evaluation per initialization.
-            keys = (
-                rng_key
-                if (vectorized and init_params is None)
-                else (rng_key[0] if vectorized else rng_key)
-            )
-            info = initialize_model(
-                keys,
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                validate_grad=False,
-            )
-            self._postprocess_fn = info.postprocess_fn
-            if init_params is None:
-                init_params = info.param_info.z
-        elif init_params is None:
-            raise ValueError(f"{self._name}: `init_params` is required when using `potential_fn`.")
+        # No gradient is taken (`validate_grad=False`): one potential evaluation per
+        # initialization.
+        init_params = self._initial_params(
+            rng_key, init_params, model_args, model_kwargs, validate_grad=False
+        )
 
         def one(z: Any, key: Any) -> Any:
             pe = self._potential(z, model_args, model_kwargs)
@@ -208,16 +161,9 @@ class GaussianReferenceKernel(MCMCKernel):
     def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Mapping[str, Any]) -> Any:
         raise NotImplementedError
 
-    def _sample_one(self, state: Any, model_args: tuple, model_kwargs: dict) -> Any:
-        raise NotImplementedError
-
     def sample(self, state: Any, model_args: tuple, model_kwargs: dict | None) -> Any:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        if _is_vectorized(state.rng_key):
-            return jax.vmap(self._sample_one, in_axes=(0, None, None))(
-                state, model_args, model_kwargs
-            )
-        return self._sample_one(state, model_args, model_kwargs)
+        return self._sample_chains(state, model_args, model_kwargs)
 
     def _flat_potential(
         self, z: Any, model_args: tuple, model_kwargs: Mapping[str, Any]

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax, random
-from jax.scipy.special import logsumexp
 
+from vi_entropy.diagnostics import kish_ess
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match
 from vi_entropy.inner.base import Sampler
@@ -40,29 +40,8 @@ class ImportanceState(NamedTuple):
     rng_key: jax.Array
 
 
-def effective_sample_size(log_weights: jax.Array) -> jax.Array:
-    """Kish's effective sample size ``(Σw)² / Σw²`` of (unnormalized) log-weights.
-
-    Parameters
-    ----------
-    log_weights : jax.Array
-        Log-weights of any shape (flattened); ``-inf`` for zero weight.
-
-    Returns
-    -------
-    jax.Array
-        A scalar between 1 and the number of weights.
-
-    Example
-    -------
-    >>> import jax.numpy as jnp
-    >>> round(float(effective_sample_size(jnp.zeros(100))), 3)  # equal weights
-    100.0
-    >>> round(float(effective_sample_size(jnp.array([0.0, -jnp.inf, -jnp.inf]))), 6)
-    1.0
-    """
-    log_weights = jnp.ravel(log_weights)
-    return jnp.exp(2 * logsumexp(log_weights) - logsumexp(2 * log_weights))
+# The public name of Kish's ESS before it moved to the diagnostics, kept for old imports.
+effective_sample_size = kish_ess
 
 
 class ImportanceSampler(Sampler):
@@ -155,7 +134,7 @@ class ImportanceSampler(Sampler):
             "num_potential_evals": jnp.asarray(self.num_samples),
             "num_grad_evals": jnp.asarray(0),
             "mean_potential_energy": jnp.mean(pes),
-            "importance_ess": effective_sample_size(log_w),
+            "importance_ess": kish_ess(log_w),
             "num_zero_weights": jnp.sum(jnp.isneginf(log_w)),
             "fault": fault,
         }

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax, random
 
+from vi_entropy import _validation as check
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 from vi_entropy.types import Context
@@ -52,8 +53,7 @@ class RobbinsMonroFit:
         estimator: str = "gradient",
         sharding: BatchSharding | None = None,
     ) -> None:
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}.")
+        check.choice("estimator", estimator, ESTIMATORS)
         self.tilted = tilted
         self.num_inner_steps = num_inner_steps
         self.num_particles = num_particles

@@ -21,6 +21,7 @@ from numpyro.infer import sa as _numpyro_sa
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.sa import SAState
 
+from vi_entropy import _validation as check
 from vi_entropy._numpyro_compat import SAInternals
 from vi_entropy.tilted import TAU
 from vi_entropy.types import ChainBudget
@@ -81,10 +82,8 @@ class SA(SAInternals):
         init_scale: float | None = None,
     ) -> None:
         super().__init__(model, potential_fn, adapt_state_size, dense_mass, init_strategy)
-        if init_scale is not None and not (
-            isinstance(init_scale, int | float) and init_scale > 0 and init_scale < float("inf")
-        ):
-            raise ValueError(f"init_scale: expected a positive finite float, got {init_scale!r}.")
+        if init_scale is not None:
+            init_scale = check.positive_float("init_scale", init_scale)
         self._init_scale = init_scale
 
     @classmethod

@@ -17,7 +17,6 @@ draws are biased by ``O(η)``, so keep ``η`` small against the curvature of ``U
 
 from __future__ import annotations
 
-import copy
 from collections import namedtuple
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -30,10 +29,11 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.hmc_util import IntegratorState, warmup_adapter
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.infer.util import potential_energy
 from numpyro.util import is_prng_key
 
+from vi_entropy import _validation as check
+from vi_entropy.inner.base import ModelKernel, is_vectorized
 from vi_entropy.types import ChainBudget
 
 SGLDState = namedtuple(
@@ -63,7 +63,7 @@ Example: ``SGLD(model).init(jax.random.PRNGKey(0), 0, {"x": jnp.zeros(())})`` is
 _PROBE = 1e-3
 
 
-class SGLD(MCMCKernel):
+class SGLD(ModelKernel):
     """Stochastic-gradient Langevin dynamics, with a fresh mini-batch at every step.
 
     ``z ← z − η ∇U_B(z) + s √(2η) ξ``.  Works inside :class:`numpyro.infer.MCMC`
@@ -126,7 +126,7 @@ class SGLD(MCMCKernel):
     1.0
     """
 
-    sample_field = "z"
+    _name = "SGLD"
 
     def __init__(
         self,
@@ -139,18 +139,10 @@ class SGLD(MCMCKernel):
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("SGLD: give exactly one of `model` and `potential_fn`.")
-        target_accept_prob = float(target_accept_prob)
-        if not 0 < target_accept_prob < 1:
-            raise ValueError(
-                f"target_accept_prob: expected a float in (0, 1), got {target_accept_prob}."
-            )
+        target_accept_prob = check.open_unit_interval("target_accept_prob", target_accept_prob)
         if step_size is not None and not callable(step_size):
-            step_size = float(step_size)
-            if not (jnp.isfinite(step_size) and step_size > 0):
-                raise ValueError(f"step_size: expected a finite float > 0, got {step_size}.")
-        noise_scale = float(noise_scale)
-        if not (jnp.isfinite(noise_scale) and noise_scale >= 0):
-            raise ValueError(f"noise_scale: expected a finite float >= 0, got {noise_scale}.")
+            step_size = check.positive_float("step_size", step_size)
+        noise_scale = check.positive_float("noise_scale", noise_scale, allow_zero=True)
         if step_size is None and noise_scale == 0:
             raise ValueError(
                 "step_size: with noise_scale=0 there is no Langevin target to adapt the "
@@ -170,14 +162,6 @@ class SGLD(MCMCKernel):
         """Whether the step size and preconditioner are adapted (``step_size=None``)."""
         return self.step_size is None
 
-    @property
-    def model(self) -> Callable | None:
-        return self._model
-
-    @property
-    def default_fields(self) -> tuple[str, ...]:
-        return ("z",)
-
     def _potential(self, z: Any, key: Any, model_args: tuple, model_kwargs: dict) -> Any:
         if self._model is None:
             return self._potential_fn(z)
@@ -195,26 +179,9 @@ class SGLD(MCMCKernel):
     ) -> SGLDState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
         vectorized = not is_prng_key(rng_key)
-        if self._model is not None:
-            # One initialization per chain only when no init_params are given.
-            keys = (
-                rng_key
-                if (vectorized and init_params is None)
-                else (rng_key[0] if vectorized else rng_key)
-            )
-            info = initialize_model(
-                keys,
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-            )
-            self._postprocess_fn = info.postprocess_fn
-            if init_params is None:
-                init_params = info.param_info.z
-        elif init_params is None:
-            raise ValueError("SGLD: `init_params` is required when using `potential_fn`.")
+        init_params = self._initial_params(
+            rng_key, init_params, model_args, model_kwargs, validate_grad=True
+        )
 
         if self.adapts and num_warmup < 1:
             raise ValueError(
@@ -300,14 +267,9 @@ class SGLD(MCMCKernel):
 
     def sample(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        key = state.rng_key
-        vectorized = key.ndim > (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1)
         if not self.adapts:
-            if vectorized:
-                return jax.vmap(self._sample_one, in_axes=(0, None, None))(
-                    state, model_args, model_kwargs
-                )
-            return self._sample_one(state, model_args, model_kwargs)
+            return self._sample_chains(state, model_args, model_kwargs)
+        vectorized = is_vectorized(state.rng_key)
 
         def run(warmup: bool) -> Callable[[SGLDState], SGLDState]:
             fn = partial(self._adapted_one, model_args=model_args, model_kwargs=model_kwargs)
@@ -318,11 +280,6 @@ class SGLD(MCMCKernel):
         # transitions after the warm-up cost one gradient, not two).
         in_warmup = jnp.any(state.i < self._num_warmup)
         return lax.cond(in_warmup, run(True), run(False), state)
-
-    def postprocess_fn(self, model_args: tuple, model_kwargs: dict) -> Callable:
-        if self._postprocess_fn is None:
-            return lambda z: z
-        return self._postprocess_fn(*model_args, **model_kwargs)
 
     def evaluation_counts(
         self, state: SGLDState, stats: Mapping[str, Any], budget: ChainBudget
@@ -336,15 +293,6 @@ class SGLD(MCMCKernel):
     def refresh(self, state: SGLDState, model_args: tuple, model_kwargs: dict | None) -> SGLDState:
         """Nothing cached depends on the model arguments: every step recomputes its gradient."""
         return state
-
-    def wrap_model(self, wrapper: Callable) -> SGLD:
-        """A copy of this kernel bound to ``wrapper(self.model)``."""
-        if self._model is None:
-            raise ValueError("`wrap_model` needs a kernel built from a model.")
-        kernel = copy.copy(self)
-        kernel._model = wrapper(self._model)
-        kernel._postprocess_fn = None
-        return kernel
 
     def get_diagnostics_str(self, state: SGLDState) -> str:
         if state.adapt_state is not None:
