@@ -348,7 +348,9 @@ class TwoStepScheme:
         dynamic, static = self._partition(args, kwargs)
         key_batch = key_batch if self.tilted.subsamples else None
         try:
-            centre, value = self._start_jit(key_init, init_params, dynamic, key_batch, static=static)
+            centre, value = self._start_jit(
+                key_init, init_params, dynamic, key_batch, static=static
+            )
         except TRACING_ERRORS as err:
             if self._concrete_args:
                 raise
