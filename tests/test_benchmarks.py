@@ -40,7 +40,14 @@ def env(tmp_path_factory):
 
 
 def test_every_script_is_covered():
-    assert {"overhead", "naive", "compilation", "scaling", "accuracy_per_cost"} <= set(SCRIPTS)
+    assert {
+        "overhead",
+        "naive",
+        "compilation",
+        "scaling",
+        "accuracy_per_cost",
+        "first_run",
+    } <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -291,3 +291,37 @@ def test_evolution_strategy_update_compiles_once_and_costs_its_population(method
     assert later["n"] == 0
     moved = jax.tree.map(lambda a, b: bool((a != b).any()), trainer.params(state), init)
     assert all(moved.values())
+
+
+def test_compilation_cache_directory_and_switches(tmp_path):
+    from vi_entropy.cli import compilation_cache_dir
+
+    assert compilation_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "vi_entropy/jax"
+    home = compilation_cache_dir({})
+    assert home is not None and home.parts[-3:] == (".cache", "vi_entropy", "jax")
+    assert compilation_cache_dir({"JAX_COMPILATION_CACHE_DIR": str(tmp_path)}) == tmp_path
+    for off in ("off", "OFF", "0", "false"):
+        assert compilation_cache_dir({"VI_ENTROPY_COMPILATION_CACHE": off}) is None
+    proc = cli("reproduce", "--help", cwd=ROOT)
+    assert "--no-compilation-cache" in proc.stdout
+
+
+def test_compilation_cache_is_written(tmp_path):
+    # In a fresh interpreter: JAX settles on a cache at its first compilation.
+    code = (
+        "import jax\n"
+        "from vi_entropy.cli import enable_compilation_cache\n"
+        "print(enable_compilation_cache())\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+        "jax.block_until_ready(jax.jit(lambda x: x * 2 + 1)(1.0))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path), JAX_PLATFORMS="cpu")
+    run = [sys.executable, "-c", code]
+    proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cache = tmp_path / "vi_entropy" / "jax"
+    assert proc.stdout.strip() == str(cache) and any(cache.iterdir())
+    env["VI_ENTROPY_COMPILATION_CACHE"] = "off"
+    proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None"

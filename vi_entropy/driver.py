@@ -268,7 +268,7 @@ class TwoStepScheme:
             shard_data=self.shard_data,
         )
         self._init_jit = jax.jit(outer.init, static_argnames=("static",))
-        self._potential_jit = jax.jit(self._potential, static_argnames=("static",))
+        self._start_jit = jax.jit(self._start, static_argnames=("static",))
         self._constrain_jit = jax.jit(self.tilted.constrain)
         self._step_jit = jax.jit(outer.step, static_argnames=("static", "with_draws"))
         self._built_for = signature
@@ -278,12 +278,30 @@ class TwoStepScheme:
         dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
         return self.sharding.put(dynamic, rows=self.shard_data), static
 
-    def _potential(
-        self, centre: jax.Array, dynamic: list, batch_key: Any, static: StaticArgs
-    ) -> jax.Array:
-        """``f(centre)`` (compiled: run eagerly, the model would compile op by op)."""
+    def _start(
+        self,
+        key_init: Any,
+        init_params: Mapping[str, Any] | None,
+        dynamic: list,
+        batch_key: Any,
+        static: StaticArgs,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The first centre ``x_0`` and ``f(x_0)``, in one compiled function: run eagerly,
+        NumPyro's ``initialize_model`` (the init strategy's draws, the potential and its
+        gradient) and the model compile op by op, about a hundred small compilations."""
         args, kwargs = merge_args(dynamic, static)
-        return self.tilted.potential(centre, args, kwargs, batch_key)
+        if init_params is None:
+            info = initialize_model(
+                key_init,
+                self.model,
+                init_strategy=self.init_strategy,
+                model_args=args,
+                model_kwargs=kwargs,
+            )
+            centre = self.tilted.ravel(info.param_info.z)
+        else:
+            centre = self.tilted.unconstrain(init_params)
+        return centre, self.tilted.potential(centre, args, kwargs, batch_key)
 
     def _tracing_failed(self, err: Exception) -> TypeError:
         return tracing_failed(type(self).__name__, self.jit_model_args, self.shard_data, err)
@@ -325,22 +343,21 @@ class TwoStepScheme:
         check.rng_key("rng_key", rng_key)
         key_setup, key_init, key_inner, key_state, key_batch = _init_keys(rng_key)
         self._setup(key_setup, args, kwargs)
-        if init_params is None:
-            info = initialize_model(
-                key_init,
-                self.model,
-                init_strategy=self.init_strategy,
-                model_args=args,
-                model_kwargs=kwargs,
-            )
-            centre = self.tilted.ravel(info.param_info.z)
-        else:
+        if init_params is not None:
             self.tilted.check_params(init_params)
-            centre = self.tilted.unconstrain(init_params)
         dynamic, static = self._partition(args, kwargs)
         key_batch = key_batch if self.tilted.subsamples else None
-        value = self._potential_jit(centre, dynamic, key_batch, static=static)
-        if not bool(jnp.isfinite(value)):
+        try:
+            centre, value = self._start_jit(
+                key_init, init_params, dynamic, key_batch, static=static
+            )
+        except TRACING_ERRORS as err:
+            if self._concrete_args:
+                raise
+            raise self._tracing_failed(err) from err
+        # On the host (NumPy): an eager jnp.isfinite would be one more compilation.
+        value = np.asarray(jax.device_get(value))
+        if not np.isfinite(value):
             raise ValueError(
                 "init_params: the potential energy at the starting point is not finite "
                 f"(f = {float(value)}); check init_params and the model arguments."

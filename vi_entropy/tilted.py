@@ -303,9 +303,17 @@ class TiltedPosterior:
         self.sites, self.subsamples = inspect_model(
             self.model, model_args, model_kwargs, rng_key, self.prototype_trace
         )
-        flat, self._unravel = ravel_pytree(
-            {k: jnp.zeros(s.unconstrained_shape, s.dtype) for k, s in self.sites.items()}
-        )
+        # Shapes only (``eval_shape``): eager zeros and concatenation would each compile.
+        unravel: list[Callable[[jax.Array], dict[str, jax.Array]]] = []
+
+        def flatten() -> jax.Array:
+            zeros = {k: jnp.zeros(s.unconstrained_shape, s.dtype) for k, s in self.sites.items()}
+            flat, fn = ravel_pytree(zeros)
+            unravel.append(fn)
+            return flat
+
+        flat = jax.eval_shape(flatten)
+        self._unravel = unravel[0]
         self.dim = int(flat.shape[0])
         self.dtype = flat.dtype
 

@@ -1,0 +1,182 @@
+"""First run: time and XLA compilations of a fresh process's first ``run``, against NumPyro.
+
+A user's first call pays for every compilation, so each measurement runs in a fresh
+Python process (cold JAX caches, imports and data excluded from the timing):
+
+(a) ``LocalEntropy(model, tau, sampler="nuts", num_chains=2, num_samples=100,
+    num_warmup=100)``: ``init`` + ``run`` of one outer step, on a Bayesian linear
+    regression (10 coefficients, 100 rows);
+(b) NumPyro's first ``MCMC(NUTS(model), num_warmup=100, num_samples=100, num_chains=2,
+    chain_method="vectorized").run`` of the same model (the same work as one outer step);
+(c) 20 outer steps of (a) against the naive loop of ``naive.py`` (a fresh ``MCMC`` per
+    outer step, each re-traced, re-compiled and re-adapted), both from a cold process.
+
+``jax.monitoring`` listeners count backend compilations (as ``compilation.py`` does).
+The persistent compilation cache is switched off in the children (except with
+``--quick``), so that nothing is read from disk.
+
+    python benchmarks/first_run.py           # the sizes above
+    python benchmarks/first_run.py --quick   # 20 draws, 3 outer steps (seconds)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from _common import compile_stats, in_subprocess, parser, print_table, write_json
+
+TAU = 1e-2
+
+
+def linreg_problem(rows: int, coefs: int) -> tuple:
+    """A Bayesian linear regression (noise scale 0.5): ``(model, (X, y))``, data on the
+    device."""
+    import jax.numpy as jnp
+    import numpy as np
+    import numpyro
+    import numpyro.distributions as dist
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, coefs)).astype(np.float32)
+    y = (X @ rng.normal(size=coefs) + 0.5 * rng.normal(size=rows)).astype(np.float32)
+
+    # Known noise scale: every latent site is real, so the naive loop may start its
+    # chains at the centre given as unconstrained values (as naive.py does).
+    def model(X: Any, y: Any = None) -> None:
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+        numpyro.sample("y", dist.Normal(X @ w, 0.5), obs=y)
+
+    return model, (jnp.asarray(X), jnp.asarray(y))
+
+
+def ours(problem: tuple, settings: dict, steps: int) -> None:
+    import jax
+
+    from vi_entropy import LocalEntropy
+
+    model, args = problem
+    le = LocalEntropy(
+        model,
+        TAU,
+        sampler="nuts",
+        num_chains=settings["num_chains"],
+        num_samples=settings["num_samples"],
+        num_warmup=settings["num_warmup"],
+        progress_bar=False,
+    )
+    state = le.init(jax.random.PRNGKey(1), *args)
+    jax.block_until_ready(le.run(None, steps, *args, init_state=state).state)
+
+
+def numpyro_mcmc(problem: tuple, settings: dict) -> None:
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    model, args = problem
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=settings["num_warmup"],
+        num_samples=settings["num_samples"],
+        num_chains=settings["num_chains"],
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(1), *args)
+    jax.block_until_ready(mcmc.get_samples())
+
+
+def naive(problem: tuple, settings: dict, steps: int) -> None:
+    """The naive loop of ``naive.py``, on this model."""
+    from naive import naive_run
+
+    model, args = problem
+    full = {**settings, "tau": TAU, "max_tree_depth": 10}  # NUTS's default depth
+    naive_run((model, args, {}, 1.0, None, None), "nuts", full, steps, reuse=False)
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process."""
+    import jax
+
+    if spec["cold"]:  # nothing from disk (--quick may share the tests' cache)
+        jax.config.update("jax_enable_compilation_cache", False)
+    problem = linreg_problem(spec["rows"], spec["coefs"])
+    settings, steps = spec["settings"], spec["steps"]
+    jax.block_until_ready(problem[1])
+    t0, c0 = time.perf_counter(), time.process_time()
+    with compile_stats() as stats:
+        if spec["code"] == "ours":
+            ours(problem, settings, steps)
+        elif spec["code"] == "NumPyro MCMC.run":
+            numpyro_mcmc(problem, settings)
+        else:
+            naive(problem, settings, steps)
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "compilations": stats["compilations"],
+        "compile_s": stats["trace_s"] + stats["lower_s"] + stats["backend_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--child", default=None, help=__import__("argparse").SUPPRESS)
+    p.add_argument("--steps", type=int, default=None, help="outer steps of (c)")
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(json.loads(a.child))))
+        return
+    draws = 20 if a.quick else 100
+    settings = {"num_chains": 2, "num_warmup": draws, "num_samples": draws}
+    steps = a.steps or (3 if a.quick else 20)
+    repeats = a.repeats or 1
+    base = {"rows": 100, "coefs": 10, "settings": settings, "cold": not a.quick}
+    cases = [
+        ("first run", "ours", 1),
+        ("first run", "NumPyro MCMC.run", 1),
+        (f"{steps} outer steps", "ours", steps),
+        (f"{steps} outer steps", "naive: MCMC per step", steps),
+    ]
+    script = os.path.abspath(__file__)
+    rows = []
+    for what, code, k in cases:
+        results = [
+            in_subprocess(script, {**base, "code": code, "steps": k}) for _ in range(repeats)
+        ]
+        best = min(results, key=lambda r: r["wall_s"])  # the least disturbed by the load
+        rows.append({"case": what, "code": code, "outer_steps": k, **best})
+        print(rows[-1], flush=True)
+    by = {(r["case"], r["code"]): r for r in rows}
+    first = by[("first run", "ours")]["wall_s"] / by[("first run", "NumPyro MCMC.run")]["wall_s"]
+    many = (
+        by[(f"{steps} outer steps", "naive: MCMC per step")]["wall_s"]
+        / by[(f"{steps} outer steps", "ours")]["wall_s"]
+    )
+    summary = {
+        "first_run_ours_over_numpyro": first,
+        "first_run_compilations": by[("first run", "ours")]["compilations"],
+        "naive_over_ours": many,
+    }
+    print()
+    table = print_table(
+        rows, ["case", "code", "outer_steps", "compilations", "compile_s", "wall_s", "cpu_s"]
+    )
+    print(
+        f"\nfirst run, ours / NumPyro: {first:.2f} (target <= 1); compilations: "
+        f"{summary['first_run_compilations']} (target <= 10); {steps} steps, naive / ours: "
+        f"{many:.1f} (target >= 10)"
+    )
+    write_json(
+        "first_run",
+        {"settings": {**base, "steps": steps}, "rows": rows, "summary": summary, "table": table},
+        a.out,
+        a.quick,
+    )
+
+
+if __name__ == "__main__":
+    main()
