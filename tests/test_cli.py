@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,13 @@ CHANCE, N_TEST = 0.1, 359
 BETTER_THAN_CHANCE = CHANCE + 5 * np.sqrt(CHANCE * (1 - CHANCE) / N_TEST)
 
 
+# The runs' persistent compilation cache: this session's own, not the user's ~/.cache.
+CACHE_HOME = Path(tempfile.mkdtemp(prefix="vi-entropy-test-cache-"))
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(CACHE_HOME))
     return subprocess.run(
         [sys.executable, "-m", "vi_entropy", *args],
         cwd=cwd,

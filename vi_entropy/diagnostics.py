@@ -49,7 +49,8 @@ def kish_ess(log_weights: jax.Array) -> jax.Array:
     """Kish's effective sample size ``(Σw)² / Σw²`` of (unnormalized) log-weights.
 
     Not to be confused with :func:`bulk_effective_sample_size`, the autocorrelation ESS of
-    MCMC chains: this one counts how many of independent weighted draws effectively count.
+    MCMC chains: this one is for independent weighted draws (importance sampling), how
+    many equally weighted draws they are worth.
 
     Parameters
     ----------

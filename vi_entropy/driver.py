@@ -358,9 +358,11 @@ class TwoStepScheme:
         # On the host (NumPy): an eager jnp.isfinite would be one more compilation.
         value = np.asarray(jax.device_get(value))
         if not np.isfinite(value):
+            # Compiled, NumPyro's initialize_model cannot raise when its tries all fail.
+            source = "init_params" if init_params is not None else "init_strategy"
             raise ValueError(
-                "init_params: the potential energy at the starting point is not finite "
-                f"(f = {float(value)}); check init_params and the model arguments."
+                f"{source}: the potential energy at the starting point is not finite "
+                f"(f = {float(value)}); check {source} and the model arguments."
             )
         centre, key_state = self.sharding.put((centre, key_state))
         try:

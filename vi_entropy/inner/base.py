@@ -37,12 +37,6 @@ class Sampler:
         return state, draws, {k: v for k, v in info.items() if k in COUNT_KEYS}
 
 
-def is_vectorized(key: Any) -> bool:
-    """Whether ``key`` holds one key per chain (vectorized chains) rather than one key."""
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    return key.ndim > (0 if typed else 1)
-
-
 class ModelKernel(MCMCKernel):
     """What our kernels on a model or a ``potential_fn`` share (:class:`~vi_entropy.SGLD`,
     :class:`~vi_entropy.PCN`, :class:`~vi_entropy.EllipticalSlice`): NumPyro's
@@ -84,7 +78,7 @@ class ModelKernel(MCMCKernel):
 
     def _sample_chains(self, state: Any, model_args: tuple, model_kwargs: dict) -> Any:
         """One transition of every chain: ``_sample_one`` mapped over vectorized chains."""
-        if is_vectorized(state.rng_key):
+        if not is_prng_key(state.rng_key):  # one key per chain: vectorized chains
             return jax.vmap(self._sample_one, in_axes=(0, None, None))(
                 state, model_args, model_kwargs
             )

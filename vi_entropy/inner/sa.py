@@ -5,8 +5,8 @@ as shipped it (a) replaces given ``init_params`` by a fresh initialization when 
 model, which also breaks vectorized chains, and (b) has no ``refresh``/``wrap_model``, so
 its population's cached energies go stale when the target moves, and (c) draws its
 initial population from ``N(init, I)``, which is far too wide for a tilted posterior of
-scale ``√τ``.  :class:`SA` keeps NumPyro's transition untouched and fixes those points; what it needs
-of NumPyro's internals is in :mod:`vi_entropy._numpyro_compat`.
+scale ``√τ``.  :class:`SA` keeps NumPyro's transition untouched and fixes those points;
+what it needs of NumPyro's internals is in :mod:`vi_entropy._numpyro_compat`.
 """
 
 from __future__ import annotations
@@ -132,12 +132,6 @@ class SA(SAInternals):
 
         return init_kernel
 
-    def get_potential_fn(
-        self, model_args: tuple = (), model_kwargs: dict | None = None
-    ) -> Callable:
-        """The potential energy function for these model arguments (after ``init``)."""
-        return self.potential_fn_at(model_args, model_kwargs)
-
     def evaluation_counts(
         self, state: SAState, stats: Mapping[str, Any], budget: ChainBudget
     ) -> dict[str, jax.Array]:
@@ -152,7 +146,7 @@ class SA(SAInternals):
 
     def refresh(self, state: SAState, model_args: tuple, model_kwargs: dict | None) -> SAState:
         """Recompute the energies of the current point and of the whole population."""
-        pe_fn = self.get_potential_fn(model_args, model_kwargs)
+        pe_fn = self.potential_fn_at(model_args, model_kwargs)
         unravel = ravel_pytree(state.z)[1]
         pes = jax.vmap(lambda z: pe_fn(unravel(z)))(state.adapt_state.zs)
         return state._replace(

@@ -33,7 +33,7 @@ from numpyro.infer.util import potential_energy
 from numpyro.util import is_prng_key
 
 from vi_entropy import _validation as check
-from vi_entropy.inner.base import ModelKernel, is_vectorized
+from vi_entropy.inner.base import ModelKernel
 from vi_entropy.types import ChainBudget
 
 SGLDState = namedtuple(
@@ -269,7 +269,7 @@ class SGLD(ModelKernel):
         model_kwargs = {} if model_kwargs is None else model_kwargs
         if not self.adapts:
             return self._sample_chains(state, model_args, model_kwargs)
-        vectorized = is_vectorized(state.rng_key)
+        vectorized = not is_prng_key(state.rng_key)
 
         def run(warmup: bool) -> Callable[[SGLDState], SGLDState]:
             fn = partial(self._adapted_one, model_args=model_args, model_kwargs=model_kwargs)
