@@ -36,7 +36,7 @@ from vi_entropy.inner.base import Sampler
 from vi_entropy.inner.elliptical_slice import EllipticalSlice
 from vi_entropy.inner.pcn import PCN
 from vi_entropy.inner.sa import SA
-from vi_entropy.inner.sgld import SGLD, SGLDState
+from vi_entropy.inner.sgld import SGLD
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 from vi_entropy.types import ChainBudget, Context, Draws
@@ -532,8 +532,6 @@ def _stats(state: Any) -> dict[str, jax.Array]:
     adapt = getattr(state, "adapt_state", None)
     if adapt is not None and hasattr(adapt, "step_size"):
         out["step_size"] = adapt.step_size
-    if isinstance(state, SGLDState):
-        out.pop("acceptance_rate", None)
     return out
 
 
