@@ -6,11 +6,13 @@ import contextlib
 from functools import partial
 
 import jax
+import numpyro
+import numpyro.distributions as dist
 import pytest
 from jax import random
 
 from tests.conftest import linreg_data, linreg_model
-from vi_entropy import HeatRegularization, LocalEntropy
+from vi_entropy import HeatRegularization, LocalEntropy, TiltedPosterior
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -83,3 +85,29 @@ def _sgld(name):
     if name == "le-sgld":
         options["sampler_kwargs"] = {"step_size": 1e-3}
     return options
+
+
+def _fresh_regression(X, y=None):
+    # Defined here so that no other test has compiled anything of this model.
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    s = numpyro.sample("s", dist.HalfNormal(1.0))
+    with numpyro.plate("rows", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, s), obs=y)
+
+
+@pytest.mark.filterwarnings("ignore::vi_entropy.VIEntropyWarning")
+def test_a_first_run_compiles_four_programs():
+    """init, the tracking estimator, the step and get_params; the model's prototype
+    trace compiles nothing (it is abstract)."""
+    X, y = linreg_data(n=20, d=3)
+    key = random.PRNGKey(0)
+    tilted = TiltedPosterior(_fresh_regression)
+    with count_compilations() as setup:
+        tilted.setup(key, (X, y), {})
+    assert setup["n"] == 0
+    le = LocalEntropy(
+        _fresh_regression, 0.01, num_chains=2, num_samples=3, num_warmup=3, progress_bar=False
+    )
+    with count_compilations() as first:
+        le.run(key, 1, X, y)
+    assert first["n"] == 4

@@ -91,3 +91,32 @@ def test_constrain_unconstrain_round_trip():
     back = tp.constrain(tp.unconstrain(params))
     for k in params:
         np.testing.assert_allclose(back[k], params[k], rtol=1e-5)
+
+
+def _with_data_support(y):
+    numpyro.sample("low", dist.Uniform(0.0, y.max()))
+    numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+
+def _with_numpy_on_data(y):
+    k = len(np.unique(np.asarray(y)))  # needs concrete data
+    numpyro.sample("w", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+    numpyro.sample("s", dist.Exponential(1.0))
+
+
+@pytest.mark.parametrize(
+    ("model", "abstract", "dim"),
+    [(_with_data_support, False, 3), (_with_numpy_on_data, False, 5), (linreg_model, True, None)],
+)
+def test_the_prototype_trace_is_abstract_unless_the_model_needs_data(model, abstract, dim):
+    y = jnp.array([0.5, 1.0, 1.0, 2.0, 3.0])
+    args = (jnp.ones((5, 3)), y) if model is linreg_model else (y,)
+    tp = TiltedPosterior(model)
+    tp.setup(random.PRNGKey(0), args, {})
+    values = [tp.prototype_trace[name]["value"] for name in tp.sites]
+    assert all(isinstance(v, jax.ShapeDtypeStruct) for v in values) == abstract
+    assert all(isinstance(v, jax.Array) for v in values) == (not abstract)
+    assert tp.dim == (dim or 3)
+    # Either way the flat layout works: f is finite at the zero vector.
+    u = jnp.zeros(tp.dim)
+    assert np.isfinite(float(tp.potential(u, args, {})))

@@ -267,8 +267,7 @@ class TwoStepScheme:
             sharding=self.sharding,
             shard_data=self.shard_data,
         )
-        self._init_jit = jax.jit(outer.init, static_argnames=("static",))
-        self._start_jit = jax.jit(self._start, static_argnames=("static",))
+        self._first_jit = jax.jit(partial(self._first, outer.init), static_argnames=("static",))
         self._constrain_jit = jax.jit(self.tilted.constrain)
         self._step_jit = jax.jit(outer.step, static_argnames=("static", "with_draws"))
         self._built_for = signature
@@ -286,9 +285,9 @@ class TwoStepScheme:
         batch_key: Any,
         static: StaticArgs,
     ) -> tuple[jax.Array, jax.Array]:
-        """The first centre ``x_0`` and ``f(x_0)``, in one compiled function: run eagerly,
-        NumPyro's ``initialize_model`` (the init strategy's draws, the potential and its
-        gradient) and the model compile op by op, about a hundred small compilations."""
+        """The first centre ``x_0`` and ``f(x_0)`` (traced: run eagerly, NumPyro's
+        ``initialize_model`` and the model compile op by op, about a hundred small
+        compilations)."""
         args, kwargs = merge_args(dynamic, static)
         if init_params is None:
             info = initialize_model(
@@ -302,6 +301,22 @@ class TwoStepScheme:
         else:
             centre = self.tilted.unconstrain(init_params)
         return centre, self.tilted.potential(centre, args, kwargs, batch_key)
+
+    def _first(
+        self,
+        init_inner: Callable,
+        rng_key: Any,
+        init_params: Mapping[str, Any] | None,
+        dynamic: list,
+        static: StaticArgs,
+    ) -> tuple[jax.Array, jax.Array, Any, Any]:
+        """What :meth:`init` computes, in one compiled function: ``x_0``, ``f(x_0)``, the
+        inner state at step 0 and the state's key."""
+        key_init, key_inner, key_state, key_batch = _init_keys(rng_key)
+        key_batch = key_batch if self.tilted.subsamples else None
+        centre, value = self._start(key_init, init_params, dynamic, key_batch, static)
+        centre, key_state = self.sharding.constrain_replicated((centre, key_state))
+        return centre, value, init_inner(key_inner, centre, dynamic, static), key_state
 
     def _tracing_failed(self, err: Exception) -> TypeError:
         return tracing_failed(type(self).__name__, self.jit_model_args, self.shard_data, err)
@@ -341,15 +356,14 @@ class TwoStepScheme:
             Step 0, centre ``x_0``.
         """
         check.rng_key("rng_key", rng_key)
-        key_setup, key_init, key_inner, key_state, key_batch = _init_keys(rng_key)
-        self._setup(key_setup, args, kwargs)
+        # The prototype trace's key: its values are not used, only the model's structure.
+        self._setup(rng_key, args, kwargs)
         if init_params is not None:
             self.tilted.check_params(init_params)
         dynamic, static = self._partition(args, kwargs)
-        key_batch = key_batch if self.tilted.subsamples else None
         try:
-            centre, value = self._start_jit(
-                key_init, init_params, dynamic, key_batch, static=static
+            centre, value, inner, key_state = self._first_jit(
+                rng_key, init_params, dynamic, static=static
             )
         except TRACING_ERRORS as err:
             if self._concrete_args:
@@ -364,13 +378,6 @@ class TwoStepScheme:
                 f"{source}: the potential energy at the starting point is not finite "
                 f"(f = {float(value)}); check {source} and the model arguments."
             )
-        centre, key_state = self.sharding.put((centre, key_state))
-        try:
-            inner = self._init_jit(key_inner, centre, dynamic, static=static)
-        except TRACING_ERRORS as err:
-            if self._concrete_args:
-                raise
-            raise self._tracing_failed(err) from err
         zero = self.sharding.put(jax.device_put(np.zeros((), np.int32)))
         return TwoStepState(centre, inner, zero, key_state, zero, zero)
 
@@ -697,8 +704,10 @@ class TwoStepScheme:
         if self._template is not None and self._template[0] == cache_key:
             return self._template[1]
         dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
-        centre = jax.ShapeDtypeStruct((self.tilted.dim,), self.tilted.dtype)
-        inner = jax.eval_shape(partial(self._init_jit, static=static), key, centre, dynamic)
+        # The trace of init's compiled function, so a state from init costs no new trace.
+        centre, _, inner, _ = jax.eval_shape(
+            partial(self._first_jit, static=static), key, None, dynamic
+        )
         count = jax.ShapeDtypeStruct((), jnp.int32)
         template = TwoStepState(centre, inner, count, key, count, count)
         self._template = (cache_key, template)
@@ -875,9 +884,9 @@ def _is_key_like(x: Any) -> bool:
     return hasattr(x, "dtype") and is_prng_key(x)
 
 
-@jax.jit
 def _init_keys(rng_key: Any) -> tuple:
-    """The keys of :meth:`TwoStepScheme.init` (one compilation, not one per split):
-    set-up, first centre, inner state, state, and the first mini-batch."""
-    key_setup, key_init, key_inner, key_state = random.split(rng_key, 4)
-    return key_setup, key_init, key_inner, key_state, random.split(key_state)[1]
+    """The keys of :meth:`TwoStepScheme.init`: first centre, inner state, state, and the
+    first mini-batch.  (The first of the four splits once keyed the prototype trace; it
+    stays split off so that every later key is what it was.)"""
+    _, key_init, key_inner, key_state = random.split(rng_key, 4)
+    return key_init, key_inner, key_state, random.split(key_state)[1]

@@ -35,6 +35,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, transform_fn
 
 from vi_entropy._numpyro_compat import unconstrained_values_on_stack
+from vi_entropy.model_args import merge_args, partition_args
 
 # Keyword arguments the tilted model takes on top of the model's own.  They start with
 # ``_vi_`` so they cannot collide with a user's keyword names.
@@ -168,6 +169,58 @@ def trace_model(
     return handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
 
 
+def abstract_prototype(
+    model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], rng_key: Any
+) -> tuple[dict[str, Any], tuple[dict[str, SiteInfo], bool]] | None:
+    """The prototype trace and :func:`inspect_model`'s result, traced abstractly.
+
+    Run eagerly, the trace of a model compiles each of its JAX operations (a first run
+    pays about ten small compilations for it); under ``jax.eval_shape`` nothing is
+    compiled or run.  The sites' values in the returned trace are
+    ``jax.ShapeDtypeStruct``; the rest (distributions, plates, supports) is what the
+    eager trace holds.  ``None`` when that cannot be had abstractly: the model needs
+    concrete array arguments (NumPy on its data, Python control flow on values), fails
+    under tracing in any other way (the eager trace then raises the model's own error),
+    or a latent site's transform holds a traced value (a support set by the data).
+    """
+    dynamic, static = partition_args(model_args, model_kwargs)
+    found: list = []
+
+    def trace_abstractly(dynamic: list) -> int:
+        args, kwargs = merge_args(dynamic, static)
+        tr = trace_model(model, args, kwargs, rng_key)
+        found.append((tr, inspect_model(model, args, kwargs, rng_key, tr)))
+        return 0
+
+    try:
+        jax.eval_shape(trace_abstractly, dynamic)
+    except Exception:  # noqa: BLE001 - every failure is left to the eager trace
+        return None
+    tr, (sites, subsamples) = found[0]
+    if any(_holds_tracer(info.transform) for info in sites.values()):
+        return None
+    for site in tr.values():
+        value = site.get("value")
+        if isinstance(value, jax.core.Tracer):
+            site["value"] = jax.ShapeDtypeStruct(value.shape, value.dtype)
+    return tr, (sites, subsamples)
+
+
+def _holds_tracer(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj`` (a transform: its attributes, parts and their attributes) holds a
+    traced value."""
+    if isinstance(obj, jax.core.Tracer):
+        return True
+    if depth > 8 or isinstance(obj, (str, bytes, int, float, complex, bool, type(None))):
+        return False
+    if isinstance(obj, Mapping):
+        return any(_holds_tracer(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return any(_holds_tracer(v, depth + 1) for v in obj)
+    attrs = getattr(obj, "__dict__", None)
+    return attrs is not None and any(_holds_tracer(v, depth + 1) for v in attrs.values())
+
+
 def subsampled_plates(tr: Mapping[str, Any]) -> set[str]:
     """Names of the plates in the trace ``tr`` that draw a mini-batch (``subsample_size < size``).
 
@@ -264,7 +317,8 @@ class TiltedPosterior:
     (``f(u) + |u − x_k|²/(2τ)``, the potential of ``φ_k``), ``constrain`` and
     ``unconstrain``, and ``constrain_all`` (latent and deterministic sites); it keeps
     the trace of ``setup`` as ``prototype_trace`` (the model's plates and supports, read
-    by :class:`~vi_entropy.GaussianGuide`).  ``model_kwargs`` builds the keyword arguments of
+    by :class:`~vi_entropy.GaussianGuide`; its values are ``jax.ShapeDtypeStruct`` when
+    the model could be traced abstractly, see :func:`abstract_prototype`).  ``model_kwargs`` builds the keyword arguments of
     :attr:`tilted_model` for a centre and ``τ``.
 
     Example
@@ -298,11 +352,17 @@ class TiltedPosterior:
 
     # -- set-up -------------------------------------------------------------------------
     def setup(self, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
-        """Trace the model once and record its latent sites."""
-        self.prototype_trace = trace_model(self.model, model_args, model_kwargs, rng_key)
-        self.sites, self.subsamples = inspect_model(
-            self.model, model_args, model_kwargs, rng_key, self.prototype_trace
-        )
+        """Trace the model once and record its latent sites.
+
+        The trace is abstract when it can be (:func:`abstract_prototype`: nothing
+        compiled or run); a model that needs concrete data, or whose supports depend on
+        it, is traced eagerly.
+        """
+        found = abstract_prototype(self.model, model_args, model_kwargs, rng_key)
+        if found is None:
+            tr = trace_model(self.model, model_args, model_kwargs, rng_key)
+            found = tr, inspect_model(self.model, model_args, model_kwargs, rng_key, tr)
+        self.prototype_trace, (self.sites, self.subsamples) = found
         # Shapes only (``eval_shape``): eager zeros and concatenation would each compile.
         unravel: list[Callable[[jax.Array], dict[str, jax.Array]]] = []
 
