@@ -11,6 +11,7 @@ import numpyro.distributions as dist
 import pytest
 from jax import random
 
+from tests._zoo import ZOO
 from tests.conftest import linreg_data, linreg_model
 from vi_entropy import HeatRegularization, LocalEntropy, TiltedPosterior
 
@@ -95,19 +96,27 @@ def _fresh_regression(X, y=None):
         numpyro.sample("y", dist.Normal(X @ w, s), obs=y)
 
 
+def _first_run_case(name):
+    if name == "regression":
+        return _fresh_regression, linreg_data(n=20, d=3), {}
+    case = ZOO[name]
+    return case.model, case.args, case.kwargs
+
+
+# The regression, and two models of others' kind: plates, LocScaleReparam, a vector latent
+# with a batch dimension, constrained scales, deterministic sites, sites named ``tau``.
 @pytest.mark.filterwarnings("ignore::vi_entropy.VIEntropyWarning")
-def test_a_first_run_compiles_four_programs():
+@pytest.mark.parametrize("name", ["regression", "hierarchical", "change_point"])
+def test_a_first_run_compiles_four_programs(name):
     """init, the tracking estimator, the step and get_params; the model's prototype
     trace compiles nothing (it is abstract)."""
-    X, y = linreg_data(n=20, d=3)
+    model, args, kwargs = _first_run_case(name)
     key = random.PRNGKey(0)
-    tilted = TiltedPosterior(_fresh_regression)
+    tilted = TiltedPosterior(model)
     with count_compilations() as setup:
-        tilted.setup(key, (X, y), {})
+        tilted.setup(key, args, kwargs)
     assert setup["n"] == 0
-    le = LocalEntropy(
-        _fresh_regression, 0.01, num_chains=2, num_samples=3, num_warmup=3, progress_bar=False
-    )
+    le = LocalEntropy(model, 0.01, num_chains=2, num_samples=3, num_warmup=3, progress_bar=False)
     with count_compilations() as first:
-        le.run(key, 1, X, y)
+        le.run(key, 1, *args, **kwargs)
     assert first["n"] == 4

@@ -285,9 +285,9 @@ class TwoStepScheme:
         batch_key: Any,
         static: StaticArgs,
     ) -> tuple[jax.Array, jax.Array]:
-        """The first centre ``x_0`` and ``f(x_0)`` (traced: run eagerly, NumPyro's
-        ``initialize_model`` and the model compile op by op, about a hundred small
-        compilations)."""
+        """The first centre ``x_0`` and ``f(x_0)``, traced inside :meth:`_first` (run
+        eagerly, NumPyro's ``initialize_model`` and the model would compile op by op,
+        about a hundred small compilations)."""
         args, kwargs = merge_args(dynamic, static)
         if init_params is None:
             info = initialize_model(

@@ -177,8 +177,9 @@ def abstract_prototype(
     Run eagerly, the trace of a model compiles each of its JAX operations (a first run
     pays about ten small compilations for it); under ``jax.eval_shape`` nothing is
     compiled or run.  The sites' values in the returned trace are
-    ``jax.ShapeDtypeStruct``; the rest (distributions, plates, supports) is what the
-    eager trace holds.  ``None`` when that cannot be had abstractly: the model needs
+    ``jax.ShapeDtypeStruct``, and the distributions hold abstract values where the eager
+    trace holds arrays: read the model's structure from it (supports, event dimensions,
+    plates), not numbers.  ``None`` when that cannot be had abstractly: the model needs
     concrete array arguments (NumPy on its data, Python control flow on values), fails
     under tracing in any other way (the eager trace then raises the model's own error),
     or a latent site's transform holds a traced value (a support set by the data).
@@ -206,19 +207,14 @@ def abstract_prototype(
     return tr, (sites, subsamples)
 
 
-def _holds_tracer(obj: Any, depth: int = 0) -> bool:
-    """Whether ``obj`` (a transform: its attributes, parts and their attributes) holds a
-    traced value."""
-    if isinstance(obj, jax.core.Tracer):
+def _holds_tracer(transform: Any) -> bool:
+    """Whether a transform (NumPyro's are pytrees) holds a traced value; a user's transform
+    that is no pytree cannot tell, and counts as holding one."""
+    try:
+        leaves = jax.tree.leaves(transform)
+    except NotImplementedError:
         return True
-    if depth > 8 or isinstance(obj, (str, bytes, int, float, complex, bool, type(None))):
-        return False
-    if isinstance(obj, Mapping):
-        return any(_holds_tracer(v, depth + 1) for v in obj.values())
-    if isinstance(obj, (list, tuple, set)):
-        return any(_holds_tracer(v, depth + 1) for v in obj)
-    attrs = getattr(obj, "__dict__", None)
-    return attrs is not None and any(_holds_tracer(v, depth + 1) for v in attrs.values())
+    return any(isinstance(x, jax.core.Tracer) for x in leaves)
 
 
 def subsampled_plates(tr: Mapping[str, Any]) -> set[str]:
@@ -318,8 +314,9 @@ class TiltedPosterior:
     ``unconstrain``, and ``constrain_all`` (latent and deterministic sites); it keeps
     the trace of ``setup`` as ``prototype_trace`` (the model's plates and supports, read
     by :class:`~vi_entropy.GaussianGuide`; its values are ``jax.ShapeDtypeStruct`` when
-    the model could be traced abstractly, see :func:`abstract_prototype`).  ``model_kwargs`` builds the keyword arguments of
-    :attr:`tilted_model` for a centre and ``τ``.
+    the model could be traced abstractly, see :func:`abstract_prototype`).
+    ``model_kwargs`` builds the keyword arguments of :attr:`tilted_model` for a centre and
+    ``τ``.
 
     Example
     -------
