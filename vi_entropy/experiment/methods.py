@@ -13,7 +13,7 @@ a :class:`TimesTau` scales with ``τ`` (the tilted posterior has curvature at le
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from vi_entropy.experiment.trainers import (
@@ -22,6 +22,7 @@ from vi_entropy.experiment.trainers import (
     build_local_entropy,
     build_optax,
     build_sam,
+    build_swa,
 )
 
 __all__ = [
@@ -261,3 +262,257 @@ def tau_key(tau: float) -> str:
     '0.0005'
     """
     return f"{tau:g}"
+
+
+# -- the benchmark's methods and their search grids ------------------------------------
+#
+# ``vi-entropy benchmark`` (:mod:`vi_entropy.experiment.benchmark`) searches each method
+# over the grid beside it, chosen by validation accuracy, then reruns the chosen setting
+# with fresh seeds.  Every grid has the same size (:data:`GRID_SIZE`).  A grid point is a
+# dict of knobs over the method's base settings: ``tau`` is τ, a knob ``name_per_tau`` is
+# ``name = value × τ``, any other knob replaces the base setting of that name.
+#
+# Scales (full Fashion-MNIST, N = 55,000 training images, mini-batch 128): the loss is the
+# summed potential, so a learning rate ``η`` on ``f`` is ``ηN`` on the mean cross-entropy
+# (SGD's 1e-6 to 5e-5 is 0.055 to 2.75 there).  The inner steps of the LE/HR methods (SGLD
+# step, SVI learning rate, Robbins-Monro's first gain × τ) are searched on that scale too:
+# a step tied to τ (e.g. τ/2) is unstable on f once τ is large, and tiny when τ is small.  The LE/HR methods cost 20 gradient
+# evaluations per update (Entropy-SGD's L = 20), the baselines 1 (SAM 2); ``adam-20x``
+# is Adam given the same gradient evaluations as those (20 × the updates).
+
+#: Settings per method in every search.
+GRID_SIZE = 6
+
+
+class BenchmarkMethod(NamedTuple):
+    """A method of the benchmark.
+
+    - **name**, **build**, **gradient_free** - as :class:`Method`.
+    - **base** - its settings, as a :func:`table` (``Count``/``TimesTau`` allowed).
+    - **grid** - :data:`GRID_SIZE` dicts of knobs searched over (see above).
+    - **family** - ``"first-order"``, ``"local entropy"``, ``"heat regularization"`` or
+      ``"gradient-free"``: its panel in the figures.
+    - **update_factor** - it runs this many times the benchmark's updates (``adam-20x``).
+    - **about** - one line for the results page.
+    """
+
+    name: str
+    build: Callable[[Callable, float, dict[str, Any], int], Any]
+    base: Mapping[str, Any]
+    grid: tuple[Mapping[str, Any], ...]
+    family: str
+    about: str
+    gradient_free: bool = False
+    update_factor: int = 1
+
+
+def _grid(**axes: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """The product of ``axes`` (the first varies slowest), as knob dicts.
+
+    Example
+    -------
+    >>> _grid(tau=[1, 2], step=[3, 4, 5])[:2]
+    ({'tau': 1, 'step': 3}, {'tau': 1, 'step': 4})
+    """
+    points: list[dict[str, Any]] = [{}]
+    for key, values in axes.items():
+        points = [{**p, key: v} for p in points for v in values]
+    return tuple(points)
+
+
+_SGLD20 = {**LE_SGLD, "num_samples": Count(5, 20)}
+_HR20 = {"num_inner_steps": Count(3, 10), "num_particles": 2}
+BENCHMARK: tuple[BenchmarkMethod, ...] = (
+    BenchmarkMethod(
+        "sgd",
+        build_optax,
+        {"optimizer": "sgd"},
+        _grid(learning_rate=[5e-7, 1e-6, 2e-6, 5e-6, 1e-5, 2e-5]),
+        "first-order",
+        "SGD (the paper's baseline: learning rate τ)",
+    ),
+    BenchmarkMethod(
+        "sgd-nesterov",
+        build_optax,
+        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True},
+        _grid(learning_rate=[1e-7, 2e-7, 5e-7, 1e-6, 2e-6, 5e-6]),
+        "first-order",
+        "SGD with Nesterov momentum 0.9",
+    ),
+    BenchmarkMethod(
+        "adam",
+        build_optax,
+        {"optimizer": "adam"},
+        _grid(learning_rate=[3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2]),
+        "first-order",
+        "Adam",
+    ),
+    BenchmarkMethod(
+        "sam-sgdm",
+        build_sam,
+        {"base_optimizer": "sgd", "momentum": 0.9, "nesterov": True},
+        _grid(learning_rate=[5e-7, 1e-6, 2e-6], rho=[0.05, 0.2]),
+        "first-order",
+        "SAM (optax.contrib.sam) over SGD with Nesterov momentum; 2 gradients per update",
+    ),
+    BenchmarkMethod(
+        "sam-adam",
+        build_sam,
+        {"base_optimizer": "adam"},
+        _grid(learning_rate=[1e-3, 3e-3, 1e-2], rho=[0.05, 0.2]),
+        "first-order",
+        "SAM over Adam; 2 gradients per update",
+    ),
+    BenchmarkMethod(
+        "swa",
+        build_swa,
+        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "swa_start": 0},
+        _grid(learning_rate=[5e-7, 1e-6, 2e-6], swa_start_fraction=[0.5, 0.75]),
+        "first-order",
+        "stochastic weight averaging over SGD with Nesterov momentum",
+    ),
+    BenchmarkMethod(
+        "adam-20x",
+        build_optax,
+        {"optimizer": "adam"},
+        _grid(learning_rate=[1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2]),
+        "first-order",
+        "Adam for 20 × the updates: the LE/HR methods' gradient evaluations",
+        update_factor=20,
+    ),
+    BenchmarkMethod(
+        "entropy-sgd",
+        build_local_entropy,
+        {
+            **_SGLD20,
+            "averaging": "exponential",
+            "ema_decay": 0.75,
+            "noise_scale": 0.01,
+            "step_size": 3e-6,
+            "outer_optimizer": "nesterov",
+            "tau_scoping": 1e-3,
+        },
+        _grid(tau=[1e-4, 1e-3, 1e-2], outer_learning_rate_per_tau=[0.03, 0.1]),
+        "local entropy",
+        "Entropy-SGD as its authors run it: 20 SGLD steps, exponential average (α = 0.75), "
+        "thermal noise 0.01, τ scoping 1e-3, outer SGD with Nesterov momentum",
+    ),
+    BenchmarkMethod(
+        "le-sgld",
+        build_local_entropy,
+        _SGLD20,
+        _grid(tau=[1e-4, 1e-3], step_size=[1e-6, 3e-6, 1e-5]),
+        "local entropy",
+        "local entropy, SGLD: 20 steps, arithmetic average, x_{k+1} = mean (the paper)",
+    ),
+    BenchmarkMethod(
+        "le-sgld-adam",
+        build_local_entropy,
+        {**_SGLD20, "step_size": 3e-6, "outer_optimizer": "adam"},
+        _grid(tau=[1e-4, 1e-3], outer_learning_rate=[1e-3, 3e-3, 1e-2]),
+        "local entropy",
+        "le-sgld with Adam on the direction (x_k − m_k)/τ",
+    ),
+    BenchmarkMethod(
+        "le-nuts",
+        build_local_entropy,
+        {
+            "sampler": "nuts",
+            "num_chains": 2,
+            "num_samples": Count(2, 4),
+            "num_warmup": Count(5, 20),
+            "max_tree_depth": Count(3, 4),
+        },
+        _grid(tau=[1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4]),
+        "local entropy",
+        "local entropy, NUTS: 2 chains × 4 draws, tree depth ≤ 4, one mini-batch per update",
+    ),
+    BenchmarkMethod(
+        "hr-svi",
+        build_heat,
+        {"method": "svi", "optimizer": "sgd", **_HR20},
+        _grid(tau=[1e-5, 1e-4, 1e-3], learning_rate=[2e-6, 5e-6]),
+        "heat regularization",
+        "heat regularization, SVI (SGD) on the Gaussian guide: 10 steps × 2 particles",
+    ),
+    BenchmarkMethod(
+        "hr-svi-adam",
+        build_heat,
+        {
+            "method": "svi",
+            "optimizer": "sgd",
+            "learning_rate": 5e-6,
+            "outer_optimizer": "adam",
+            **_HR20,
+        },
+        _grid(tau=[1e-5, 1e-4], outer_learning_rate=[1e-3, 3e-3, 1e-2]),
+        "heat regularization",
+        "hr-svi with Adam on the direction (x_k − m_k)/τ",
+    ),
+    BenchmarkMethod(
+        "hr-rm",
+        build_heat,
+        {
+            "method": "robbins_monro",
+            "gain_t0": 10.0,
+            "gain_kappa": 0.6,
+            "estimator": "gradient",
+            **_HR20,
+        },
+        # gain·τ is the first inner step: about SGD's learning rates at every τ.
+        tuple(
+            {"tau": tau, "gain": gain}
+            for tau, gains in ((1e-5, (0.2, 0.5)), (1e-4, (0.02, 0.05)), (1e-3, (0.002, 0.005)))
+            for gain in gains
+        ),
+        "heat regularization",
+        "heat regularization, Robbins–Monro: 10 steps × 2 particles, gains gain·τ(1 + j/10)^−0.6",
+    ),
+)
+assert all(len(m.grid) == GRID_SIZE for m in BENCHMARK)
+_BENCHMARK_BY_NAME = {m.name: m for m in BENCHMARK}
+#: The benchmark's methods' names, in the order they run.
+BENCHMARK_METHODS: tuple[str, ...] = tuple(_BENCHMARK_BY_NAME)
+#: τ of the methods whose grid has none (it is only the flatness measure's business).
+DEFAULT_TAU = 1e-5
+
+
+def get_benchmark_method(name: str) -> BenchmarkMethod:
+    """The record of benchmark method ``name``, else a ``ValueError`` listing them."""
+    if name not in _BENCHMARK_BY_NAME:
+        raise ValueError(
+            f"methods: unknown benchmark method {name!r}; expected one of {BENCHMARK_METHODS}."
+        )
+    return _BENCHMARK_BY_NAME[name]
+
+
+def resolve_point(
+    method: str, point: Mapping[str, Any], updates: int, smoke: bool
+) -> tuple[float, dict[str, Any]]:
+    """``(τ, settings)`` of one grid point of a benchmark method, for ``updates`` updates.
+
+    Example
+    -------
+    >>> tau, s = resolve_point("le-sgld", {"tau": 1e-4, "step_size": 3e-6}, 500, False)
+    >>> tau, s["step_size"], s["num_samples"]
+    (0.0001, 3e-06, 20)
+    >>> resolve_point("hr-svi", {"tau": 1e-5, "learning_rate_per_tau": 0.5}, 500, False)[1][
+    ...     "learning_rate"]
+    5e-06
+    >>> resolve_point("swa", {"learning_rate": 1e-6, "swa_start_fraction": 0.5}, 500, False)[1][
+    ...     "swa_start"]
+    250
+    """
+    record = get_benchmark_method(method)
+    knobs = dict(point)
+    tau = float(knobs.pop("tau", DEFAULT_TAU))
+    base = {k: v for k, v in record.base.items() if not k.endswith("_per_tau")}
+    per_tau = {k: v for k, v in record.base.items() if k.endswith("_per_tau")}
+    per_tau.update({k: v for k, v in knobs.items() if k.endswith("_per_tau")})
+    knobs = {k: v for k, v in knobs.items() if not k.endswith("_per_tau")}
+    settings = table({**base, **knobs})(tau, smoke)
+    for key, factor in per_tau.items():
+        settings[key.removesuffix("_per_tau")] = factor * tau
+    if "swa_start_fraction" in settings:
+        settings["swa_start"] = int(settings.pop("swa_start_fraction") * updates)
+    return tau, settings

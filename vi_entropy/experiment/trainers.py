@@ -26,7 +26,7 @@ from vi_entropy.local_entropy import LocalEntropy
 from vi_entropy.loop import Observers
 from vi_entropy.observers import DrawKeeper, FaultGuard
 
-__all__ = ["ESTrainer", "OptaxTrainer", "SchemeTrainer"]
+__all__ = ["ESTrainer", "OptaxTrainer", "SWATrainer", "SchemeTrainer"]
 
 
 class _CompiledTrainer:
@@ -96,6 +96,40 @@ class OptaxTrainer(_CompiledTrainer):
 
     def params(self, state: tuple) -> dict:
         return state[0]
+
+
+class SWATrainer(OptaxTrainer):
+    """An Optax optimizer whose reported parameters are the average of its iterates.
+
+    Stochastic weight averaging (Izmailov et al. 2018): from update ``start`` on, every
+    iterate enters an arithmetic mean, and :meth:`params` returns that mean (the
+    optimizer's own iterate before ``start``).
+    """
+
+    def __init__(
+        self, model: Callable, optimizer: optax.GradientTransformation, batch: int, start: int
+    ) -> None:
+        super().__init__(model, optimizer, batch)
+        self.start = int(start)
+
+    def init(self, rng_key: Any, params: Mapping[str, Any], X: Any = None, y: Any = None) -> tuple:
+        params = dict(params)
+        zero = jnp.zeros((), jnp.int32)
+        return (*super().init(rng_key, params), params, zero, zero)
+
+    def _update(self, state: tuple, X: Any, y: Any) -> tuple:
+        params, opt_state, key, mean, count, step = state
+        params, opt_state, key = super()._update((params, opt_state, key), X, y)
+        step = step + 1
+        averaging = step >= self.start
+        new_count = count + averaging.astype(count.dtype)
+        weight = jnp.where(averaging, 1.0 / jnp.maximum(new_count, 1), 0.0)
+        mean = jax.tree.map(lambda m, p: m + weight * (p - m), mean, params)
+        return (params, opt_state, key, mean, new_count, step)
+
+    def params(self, state: tuple) -> dict:
+        params, _, _, mean, count, _ = state
+        return mean if int(count) > 0 else params
 
 
 class SchemeTrainer:
@@ -213,7 +247,27 @@ def _strongly_typed(tree: Any) -> Any:
 
 
 # -- building a trainer from a method's settings ----------------------------------------
-_OPTAX = {"sgd": optax.sgd, "adam": optax.adam}
+_OPTAX = {
+    "sgd": optax.sgd,
+    "adam": optax.adam,
+    # Entropy-SGD's and SWA's outer optimizer: SGD with Nesterov momentum 0.9.
+    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
+}
+
+
+def _base_optimizer(s: dict[str, Any], name_key: str = "optimizer") -> Any:
+    """``s[name_key]`` at ``s["learning_rate"]``, with ``momentum`` (and ``nesterov``) if set."""
+    name = s.pop(name_key)
+    learning_rate = s.pop("learning_rate")
+    momentum = s.pop("momentum", None)
+    nesterov = bool(s.pop("nesterov", False))
+    if momentum is not None:
+        if name != "sgd":
+            raise ValueError(f"momentum: only for optimizer 'sgd', not {name!r}.")
+        return optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+    return _OPTAX[name](learning_rate)
+
+
 # The options of a sampler given by name that its settings carry (as sampler_kwargs).
 _SAMPLER_OPTIONS = {
     "sgld": ("step_size", "noise_scale"),
@@ -224,14 +278,31 @@ _SAMPLER_OPTIONS = {
 
 
 def build_optax(model: Callable, tau: float, s: dict[str, Any], batch: int) -> OptaxTrainer:
-    """An Optax optimizer ``s["optimizer"]`` at ``s["learning_rate"]``."""
-    return OptaxTrainer(model, _OPTAX[s["optimizer"]](s["learning_rate"]), batch)
+    """An Optax optimizer ``s["optimizer"]`` at ``s["learning_rate"]`` (SGD: ``momentum``,
+    ``nesterov``)."""
+    return OptaxTrainer(model, _base_optimizer(dict(s)), batch)
+
+
+def build_swa(model: Callable, tau: float, s: dict[str, Any], batch: int) -> SWATrainer:
+    """:class:`SWATrainer`: ``s["optimizer"]`` as in :func:`build_optax`, averaged from
+    update ``s["swa_start"]`` on."""
+    s = dict(s)
+    start = s.pop("swa_start")
+    return SWATrainer(model, _base_optimizer(s), batch, start)
 
 
 def build_sam(model: Callable, tau: float, s: dict[str, Any], batch: int) -> OptaxTrainer:
-    """SAM (``optax.contrib.sam``, opaque mode): SGD steps from an adversarial point."""
-    adv = optax.chain(optax.contrib.normalize(), optax.sgd(s["rho"]))
-    opt = optax.contrib.sam(optax.sgd(s["learning_rate"]), adv, sync_period=2, opaque_mode=True)
+    """SAM (``optax.contrib.sam``, opaque mode): steps of a base optimizer taken with the
+    gradient at an adversarial point ``ρ`` away (normalized ascent step).
+
+    The base optimizer is ``s["base_optimizer"]`` (default SGD) at ``s["learning_rate"]``,
+    with ``momentum``/``nesterov`` for SGD; two gradients per update.
+    """
+    s = dict(s)
+    s.setdefault("base_optimizer", "sgd")
+    adv = optax.chain(optax.contrib.normalize(), optax.sgd(s.pop("rho")))
+    base = _base_optimizer(s, "base_optimizer")
+    opt = optax.contrib.sam(base, adv, sync_period=2, opaque_mode=True)
     return OptaxTrainer(model, opt, batch, grads_per_update=2, opaque=True)
 
 
@@ -247,8 +318,15 @@ def _outer_optim(s: dict[str, Any]) -> dict[str, Any]:
 def build_local_entropy(
     model: Callable, tau: float, s: dict[str, Any], batch: int
 ) -> SchemeTrainer:
-    """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options."""
+    """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options.
+
+    ``tau_scoping`` ``g`` (Entropy-SGD's γ-scoping, ``γ_k = γ_0 (1 + g)^k`` with
+    ``γ = 1/τ``) makes ``τ`` the schedule ``τ_k = τ (1 + g)^(−k)``.
+    """
     sampler = s.pop("sampler")
+    scoping = s.pop("tau_scoping", None)
+    if scoping is not None:
+        tau = optax.exponential_decay(tau, transition_steps=1, decay_rate=1.0 / (1.0 + scoping))
     kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ())}
     scheme = LocalEntropy(
         model, tau, sampler=sampler, sampler_kwargs=kwargs, progress_bar=False, **_outer_optim(s)
