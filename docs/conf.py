@@ -80,7 +80,7 @@ suppress_warnings = ["myst.header"]
 #: Pages written from full runs (the main experiment's results, the benchmarks, the
 #: scaling study).  Each joins the landing page's table of contents once its file exists,
 #: so the site builds, without warnings, before and after they are added.
-OPTIONAL_PAGES = ("results", "benchmarks", "scaling")
+OPTIONAL_PAGES = ("results", "results_mnist5k", "benchmarks", "scaling")
 OPTIONAL_MARKER = "% vi-entropy:optional-pages"
 
 
@@ -195,7 +195,25 @@ def check_api_coverage(app, env) -> None:
         )
 
 
+def benchmark_directories(root: Path = ROOT / "docs" / "results") -> list[Path]:
+    """The committed benchmarks (directories with a ``summary.json``), in name order."""
+    return sorted(p.parent for p in Path(root).glob("*/summary.json"))
+
+
+def _results_figures(app) -> None:
+    """Draw the results page's figures from the committed benchmark JSON (not committed)."""
+    directories = benchmark_directories()
+    if not directories:
+        return
+    from vi_entropy.experiment.results import FIGURES, render_page
+
+    figures = Path(app.srcdir) / FIGURES
+    figures.mkdir(parents=True, exist_ok=True)
+    render_page(directories, figures, root=Path(app.srcdir))
+
+
 def setup(app):
     app.connect("builder-inited", _copy_tutorials)
+    app.connect("builder-inited", _results_figures)
     app.connect("source-read", _add_optional_pages)
     app.connect("env-check-consistency", check_api_coverage)

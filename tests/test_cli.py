@@ -197,6 +197,7 @@ def test_help_explains_every_option():
         (["--dataset", "mnist"], "--path"),
         (["--updates", "0"], "--updates"),
         (["--dataset", "cifar"], "--dataset"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, args, option):

@@ -114,6 +114,7 @@ def _checked(convert: Callable[[str], Any], check: Callable[..., Any], kind: str
 
 _positive_float = _checked(float, positive_float, "a number")
 _positive_int = _checked(int, count, "an integer")
+_seed = _checked(int, lambda name, value: count(name, value, minimum=0), "an integer")
 
 
 def _methods(text: str) -> list[str]:
@@ -201,7 +202,9 @@ _REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--seed",
         dict(
-            type=int, default=0, help="seed of the data split, the initialization and every method"
+            type=_seed,
+            default=0,
+            help="seed (>= 0) of the data split, the initialization and every method",
         ),
     ),
     (

@@ -472,11 +472,11 @@ def run_benchmark(
         When ``out`` holds runs of another configuration (``out/config.json``).
     """
     out = Path(out)
+    data = load_dataset(config.dataset, config.path) if data is None else data
+    train, validation = validation_split(data, config.num_validation, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.jsonl"
     _check_resumable(out, config)
-    data = load_dataset(config.dataset, config.path) if data is None else data
-    train, validation = validation_split(data, config.num_validation, seed=0)
     model = dense_network(train.num_features, config.hidden, train.num_classes)
     evaluator = _Evaluator(config, train, validation)
     X, y = jnp.asarray(train.X_train), jnp.asarray(train.y_train)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from vi_entropy.experiment.trainers import (
+    build_entropy_sgd,
     build_es,
     build_heat,
     build_local_entropy,
@@ -382,7 +383,7 @@ BENCHMARK: tuple[BenchmarkMethod, ...] = (
     ),
     BenchmarkMethod(
         "entropy-sgd",
-        build_local_entropy,
+        build_entropy_sgd,
         {
             **_SGLD20,
             "averaging": "exponential",

@@ -380,16 +380,11 @@ def render_page(
     for d in directories:
         link = Path(os.path.relpath(Path(d).resolve(), Path(root).resolve())).as_posix()
         name = Path(d).name
-        sections.append(
-            render_benchmark(
-                d,
-                figures,
-                link,
-                command=f"vi-entropy benchmark --dataset {name} --out {Path(d).as_posix()}"
-                if name in ("fashion-mnist", "mnist5k", "digits")
-                else None,
-            )
-        )
+        command = None
+        if name in ("fashion-mnist", "mnist5k", "digits"):
+            out = f"{Path(root).resolve().name}/{link}"
+            command = f"vi-entropy benchmark --dataset {name} --out {out}"
+        sections.append(render_benchmark(d, figures, link, command=command))
     return "\n".join(sections)
 
 

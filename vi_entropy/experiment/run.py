@@ -8,6 +8,7 @@ comes from the method's record (:mod:`vi_entropy.experiment.methods`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -241,14 +242,24 @@ def train_one(
             **cost,
         }
 
+    # A bar on a terminal; elsewhere (a log file, CI) one line when the method ends.
+    tty = progress and sys.stderr.isatty()
     bar = tqdm(
         range(1, config.updates + 1),
         desc=f"{method} tau={tau:g}",
-        disable=not progress,
+        disable=not tty,
         leave=False,
     )
     start = record(init, 0, {"grad_evals": 0, "forward_evals": 0, "wall_time": 0.0})
     records = [start, *_train(trainer, state, X, y, config, record, bar)]
+    if progress and not tty:
+        last = records[-1]
+        print(
+            f"    {method} tau={tau:g}: {last['update']} updates, test accuracy "
+            f"{last['test_accuracy']:.3f}, {last['wall_time']:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return MethodRun(
         method, tau, records, trainer.last, trainer.scheme, (X, y), {"batch_size": batch}
     )

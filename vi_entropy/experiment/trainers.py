@@ -334,6 +334,31 @@ def build_local_entropy(
     return SchemeTrainer(scheme, batch)
 
 
+def build_entropy_sgd(model: Callable, tau: float, s: dict[str, Any], batch: int) -> SchemeTrainer:
+    """:meth:`LocalEntropy.entropy_sgd` with ``step_size``, ``outer_learning_rate`` and the
+    recipe's other options from ``s``."""
+    s = dict(s)
+    # Fixed by the recipe (kept in the settings so that a run's record says what it ran).
+    assert (s.pop("sampler"), s.pop("averaging"), s.pop("outer_optimizer")) == (
+        "sgld",
+        "exponential",
+        "nesterov",
+    ), "entropy-sgd: the recipe runs SGLD, an exponential average and Nesterov SGD"
+    scheme = LocalEntropy.entropy_sgd(
+        model,
+        tau,
+        learning_rate=s.pop("outer_learning_rate"),
+        step_size=s.pop("step_size"),
+        num_steps=s.pop("num_samples"),
+        noise_scale=s.pop("noise_scale"),
+        ema_decay=s.pop("ema_decay"),
+        scoping=s.pop("tau_scoping"),
+        progress_bar=False,
+        **s,
+    )
+    return SchemeTrainer(scheme, batch)
+
+
 def build_heat(model: Callable, tau: float, s: dict[str, Any], batch: int) -> SchemeTrainer:
     """:class:`HeatRegularization` by ``s["method"]``; an ``optimizer`` becomes ``optim``."""
     if "optimizer" in s:  # the SVI fit's optimizer
