@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COLOURS", "FAMILIES", "colour", "family_of", "plot_family_panels"]
+__all__ = ["COLOURS", "FAMILIES", "Curve", "colour", "family_of", "plot_family_panels"]
 
 #: Every method's colour (the same in every figure and every run).
 COLOURS: dict[str, str] = {
@@ -33,7 +33,7 @@ COLOURS: dict[str, str] = {
     "entropy-sgd": "#637939",
     "le-nuts": "#d62728",
     "le-is": "#ff7f0e",
-    "le-sa": "#ffbb78",
+    "le-sa": "#8c6d31",
     "le-pcn": "#e377c2",
     "le-pcn-adam": "#f7b6d2",
     "le-slice": "#9467bd",
@@ -109,21 +109,25 @@ class Curve:
 
 
 def plot_family_panels(
-    curves: Sequence[Curve],
+    curves: Sequence[Curve] | Mapping[str, Sequence[Curve]],
     path: Any,
     title: str | None = None,
     ylabel: str = "test accuracy",
     reference: Mapping[str, float] | None = None,
+    xlabel: str | None = None,
+    log_x: bool = True,
 ) -> str:
     """One panel per family present, sharing the accuracy axis; saved as a PNG.
 
     Each curve is drawn in its method's :func:`colour`, dashed when gradient-free, with a
-    shaded ±sd band when it has one; the x-axis (log) is the family's cost unit and each
-    panel's legend sits below it, outside the data.
+    shaded ±sd band when it has one; the x-axis is the family's cost unit (log scale)
+    unless ``xlabel`` names another (e.g. updates), and each panel's legend sits below
+    it, outside the data.  The gradient-based panels share their x-range.
 
     Parameters
     ----------
-    curves : sequence of Curve
+    curves : sequence of Curve, or dict of row title -> sequence of Curve
+        One row of panels, or one row per entry (e.g. per ``τ``).
     path : str or path
         The PNG file.
     title : str, optional
@@ -132,63 +136,92 @@ def plot_family_panels(
     reference : dict, optional
         ``label -> y``: horizontal dotted lines drawn in every panel (e.g. the best
         first-order method's final accuracy).
+    xlabel : str, optional
+        One x-label for every panel instead of the families' cost units.
+    log_x : bool, default True
 
     Returns
     -------
     str
         ``path``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> curves = [Curve("adam", [0, 1, 2], [0.1, 0.5, 0.6], None, "first-order"),
+    ...           Curve("le-pcn", [0, 50, 100], [0.1, 0.3, 0.4], [0, 0.1, 0.1],
+    ...                 "gradient-free", gradient_free=True)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = plot_family_panels(curves, os.path.join(tmp, "f.png"))
+    ...     os.path.getsize(path) > 0
+    True
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    families = [f for f in FAMILIES if any(c.family == f for c in curves)]
-    families += sorted({c.family for c in curves} - set(families))
+    rows = dict(curves) if isinstance(curves, Mapping) else {"": list(curves)}
+    everything = [c for row in rows.values() for c in row]
+    families = [f for f in FAMILIES if any(c.family == f for c in everything)]
+    families += sorted({c.family for c in everything} - set(families))
     n = len(families)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.6), squeeze=False, sharey=True)
-    for ax, family in zip(axes[0], families, strict=True):
-        for c in (c for c in curves if c.family == family):
-            keep = c.x > 0  # log axis: the start (no evaluations yet) is not drawn
-            style = "--" if c.gradient_free else "-"
-            ax.plot(c.x[keep], c.y[keep], style, color=colour(c.method), label=c.method, lw=1.6)
-            if c.sd is not None:
-                ax.fill_between(
-                    c.x[keep],
-                    (c.y - c.sd)[keep],
-                    (c.y + c.sd)[keep],
-                    color=colour(c.method),
-                    alpha=0.2,
-                    lw=0,
-                )
-        for label, value in (reference or {}).items():
-            ax.axhline(value, color="0.3", ls=":", lw=1)
-            ax.annotate(
-                label,
-                (0.02, value),
-                xycoords=("axes fraction", "data"),
-                fontsize=7,
-                color="0.3",
-                va="bottom",
-            )
-        ax.set_xscale("log")
-        ax.set_title(family)
-        ax.set_xlabel(FAMILIES.get(family, "evaluations"))
-        ax.grid(alpha=0.3)
-        ax.legend(
-            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False
-        )
-    # The gradient-based panels share one cost axis, so that their curves compare.
-    counted = [c for c in curves if FAMILIES.get(c.family) == "gradient evaluations"]
-    xs = np.concatenate([c.x[c.x > 0] for c in counted]) if counted else np.array([])
-    if xs.size:
-        for ax, family in zip(axes[0], families, strict=True):
-            if FAMILIES.get(family) == "gradient evaluations":
-                ax.set_xlim(xs.min() / 1.2, xs.max() * 1.2)
-    axes[0][0].set_ylabel(ylabel)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(4.2 * n, 4.6 * len(rows)), squeeze=False, sharey=True
+    )
+    for row_axes, (row_title, row) in zip(axes, rows.items(), strict=True):
+        for ax, family in zip(row_axes, families, strict=True):
+            _panel(ax, [c for c in row if c.family == family], reference, log_x)
+            ax.set_title(f"{family}, {row_title}" if row_title else family)
+            ax.set_xlabel(xlabel or FAMILIES.get(family, "evaluations"))
+        row_axes[0].set_ylabel(ylabel)
+    if log_x and xlabel is None:
+        # The gradient-based panels share one cost axis, so that their curves compare.
+        counted = [c for c in everything if FAMILIES.get(c.family) == "gradient evaluations"]
+        xs = np.concatenate([c.x[c.x > 0] for c in counted]) if counted else np.array([])
+        if xs.size:
+            for row_axes in axes:
+                for ax, family in zip(row_axes, families, strict=True):
+                    if FAMILIES.get(family) == "gradient evaluations":
+                        ax.set_xlim(xs.min() / 1.2, xs.max() * 1.2)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(str(path), dpi=110, bbox_inches="tight")
     plt.close(fig)
     return str(path)
+
+
+def _panel(
+    ax: Any, curves: Sequence[Curve], reference: Mapping[str, float] | None, log_x: bool
+) -> None:
+    for c in curves:
+        keep = c.x > 0 if log_x else np.ones_like(c.x, dtype=bool)  # no zero on a log axis
+        style = "--" if c.gradient_free else "-"
+        ax.plot(c.x[keep], c.y[keep], style, color=colour(c.method), label=c.method, lw=1.6)
+        if c.sd is not None:
+            ax.fill_between(
+                c.x[keep],
+                (c.y - c.sd)[keep],
+                (c.y + c.sd)[keep],
+                color=colour(c.method),
+                alpha=0.2,
+                lw=0,
+            )
+    for label, value in (reference or {}).items():
+        ax.axhline(value, color="0.3", ls=":", lw=1)
+        ax.annotate(
+            label,
+            (0.02, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="0.3",
+            va="bottom",
+        )
+    if log_x:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False
+        )

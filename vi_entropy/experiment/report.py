@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from vi_entropy.experiment.figures import Curve, family_of, plot_family_panels
 from vi_entropy.experiment.methods import GRADIENT_FREE, tau_key
 from vi_entropy.experiment.run import Config, MethodRun
 from vi_entropy.local_entropy import LocalEntropy
@@ -102,23 +103,15 @@ def as_float_array(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray
     return np.asarray([r[key] for r in records], dtype=float)
 
 
-# File name, x axis (updates or cost), x label: one figure each.
-_FIGURES = (
-    ("accuracy_vs_updates.png", "update", "update"),
-    (
-        "accuracy_vs_evaluations.png",
-        "cost",
-        "gradient evaluations (forward evaluations for gradient-free methods)",
-    ),
-)
-
-
 def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
     """Figure-4-like plots: test accuracy against updates and against evaluations.
 
-    One panel per ``τ``; the cost axis counts gradient evaluations, or forward
-    evaluations for the gradient-free methods (dashed lines), on a log axis that starts
-    at the first update.  Uses matplotlib's Agg backend.
+    Drawn by :func:`~vi_entropy.experiment.figures.plot_family_panels`, as the
+    benchmark's figures are: one panel per family of methods (first-order, local entropy,
+    heat regularization, gradient-free), one row per ``τ``, one colour per method in every
+    figure, gradient-free methods dashed, legends outside the data.  The cost figure's
+    x-axis is gradient evaluations for the gradient-based panels and forward evaluations
+    for the gradient-free one (log axes that start at the first update).
 
     Parameters
     ----------
@@ -140,43 +133,28 @@ def save_figures(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
     ...     save_figures([MethodRun("sgd", 5e-4, recs)], tmp)
     ['accuracy_vs_updates.png', 'accuracy_vs_evaluations.png']
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    taus = sorted({r.tau for r in runs})
-    for fname, xkey, xlabel in _FIGURES:
-        fig, axes = plt.subplots(
-            1, len(taus), figsize=(5.5 * len(taus), 4), squeeze=False, sharey=True
+    names = ["accuracy_vs_updates.png", "accuracy_vs_evaluations.png"]
+    for name, by_cost in zip(names, (False, True), strict=True):
+        rows = {
+            f"τ = {tau:g}": [_curve(r, by_cost) for r in runs if r.tau == tau]
+            for tau in sorted({r.tau for r in runs})
+        }
+        plot_family_panels(
+            rows,
+            f"{out_dir}/{name}",
+            xlabel=None if by_cost else "update",
+            log_x=by_cost,
         )
-        for ax, tau in zip(axes[0], taus, strict=True):
-            for r in (r for r in runs if r.tau == tau):
-                style = "--" if r.method in GRADIENT_FREE else "-"
-                ax.plot(*_curve(r, by_cost=xkey == "cost"), style, label=r.method)
-            if xkey == "cost":
-                ax.set_xscale("log")
-            ax.set_title(f"τ = {tau:g}")
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("test accuracy")
-        axes[0][-1].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(f"{out_dir}/{fname}", dpi=110)
-        plt.close(fig)
-    return [fname for fname, _, _ in _FIGURES]
+    return names
 
 
-def _curve(run: MethodRun, by_cost: bool) -> tuple[np.ndarray, np.ndarray]:
+def _curve(run: MethodRun, by_cost: bool) -> Curve:
     """Test accuracy against updates, or against the evaluations that count for ``run``."""
-    acc = as_float_array(run.records, "test_accuracy")
-    if not by_cost:
-        return as_float_array(run.records, "update"), acc
-    key = "forward_evals" if run.method in GRADIENT_FREE else "grad_evals"
+    free = run.method in GRADIENT_FREE
+    key = "update" if not by_cost else ("forward_evals" if free else "grad_evals")
     x = as_float_array(run.records, key)
-    # Zero evaluations (the initialization) has no place on a log axis; a line from it
-    # would draw a false flat start at the first accuracy.
-    return x[x > 0], acc[x > 0]
+    acc = as_float_array(run.records, "test_accuracy")
+    return Curve(run.method, x, acc, None, family_of(run.method, free), free)
 
 
 def save_draws(runs: Sequence[MethodRun], out_dir: Any) -> list[str]:
