@@ -121,6 +121,22 @@ def test_table_has_a_row_per_method(smoke):
     assert methods == RUN
 
 
+def test_table_and_output_open_with_a_plain_reading(smoke):
+    out, proc = smoke
+    text = (out / "table.md").read_text()
+    reading = text[text.index("What this run shows:") : text.index("| method")]
+    rows = {ln.split("|")[1].strip(): float(ln.split("|")[3]) for ln in text.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| method")}  # fmt: skip
+    best = max(rows, key=rows.get)
+    # Generated from the rows: the best method is named with its accuracy, every method
+    # at chance is named as not trained, and the same reading ends the printed output.
+    assert f"- Best: {best} " in reading and f"{rows[best]:.3f}" in reading
+    for method, accuracy in rows.items():
+        if accuracy <= BETTER_THAN_CHANCE - 1e-9:
+            assert f"{method} (τ = 0.0005) {accuracy:.3f}" in reading.split("Did not train")[1]
+    assert reading.strip().splitlines()[-1] in proc.stdout
+
+
 @pytest.mark.parametrize(
     "method",
     [

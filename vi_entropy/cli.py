@@ -476,7 +476,7 @@ def reproduce(args: argparse.Namespace) -> int:
         runs = experiment.run_experiment(config, data, progress=not args.no_progress)
         total = time.perf_counter() - start
         rows = experiment.summary_rows(runs)
-        draws = _write_outputs(scratch, config, runs, rows, total)
+        draws = _write_outputs(scratch, config, runs, rows, total, data)
         if out.exists():
             out.rmdir()
         os.replace(scratch, out)
@@ -485,6 +485,7 @@ def reproduce(args: argparse.Namespace) -> int:
         raise
     print()
     print(experiment.markdown_table(rows), end="")
+    print("\n" + "\n".join(f"- {line}" for line in _reading(rows, data)))
     print(
         f"\n{len(runs)} runs in {total:.0f} s. Results in {out}/: metrics.csv, metrics.json, "
         "table.md, accuracy_vs_updates.png, accuracy_vs_evaluations.png, config.json"
@@ -559,7 +560,13 @@ def results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(out: Path, config, runs, rows, total: float) -> list[str]:
+def _reading(rows, data) -> list[str]:
+    from vi_entropy.experiment.report import plain_reading
+
+    return plain_reading(rows, len(data.y_test), data.num_classes)
+
+
+def _write_outputs(out: Path, config, runs, rows, total: float, data) -> list[str]:
     """Write every output into ``out``; return the names of the ArviZ files among them."""
     records = [rec for r in runs for rec in r.records]
     with open(out / "metrics.csv", "w", newline="") as fh:
@@ -567,10 +574,11 @@ def _write_outputs(out: Path, config, runs, rows, total: float) -> list[str]:
         writer.writeheader()
         writer.writerows(records)
     (out / "metrics.json").write_text(json.dumps(records, indent=1))
+    reading = "\n".join(f"- {line}" for line in _reading(rows, data))
     (out / "table.md").write_text(
         f"Dataset {config.dataset}, network hidden {list(config.hidden)}, {config.updates} "
         f"updates, seed {config.seed}; total wall time {total:.0f} s.\n\n"
-        + experiment.markdown_table(rows)
+        f"What this run shows:\n\n{reading}\n\n" + experiment.markdown_table(rows)
     )
     experiment.save_figures(runs, out)
     draws = experiment.save_draws(runs, out)

@@ -17,6 +17,7 @@ __all__ = [
     "as_float_array",
     "config_dict",
     "markdown_table",
+    "plain_reading",
     "save_draws",
     "save_figures",
     "summary_rows",
@@ -87,6 +88,107 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{r['forward_evals']:,} | {r['wall_time']:.1f} | {r['seconds_per_update']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def plain_reading(
+    rows: Sequence[Mapping[str, Any]], num_test: int, num_classes: int = 10
+) -> list[str]:
+    """What a run of ``reproduce`` shows, in sentences generated from its rows.
+
+    The best method; the best first-order method (``sgd``, ``adam``, ``sam``) and the best
+    evolution strategy; where each local-entropy / heat-regularization method stands
+    against them, at what cost (evaluations, time); and the methods that did not train
+    (final accuracy within 5 binomial standard errors of chance).  One seed: differences
+    within two binomial standard errors of the test accuracy are called *level*.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :func:`summary_rows`.
+    num_test : int
+        Test images (for the binomial standard error).
+    num_classes : int, default 10
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> rows = [{"method": m, "tau": 5e-4, "final_accuracy": a, "grad_evals": g,
+    ...          "forward_evals": g, "wall_time": 1.0}
+    ...         for m, a, g in [("adam", 0.95, 100), ("le-sgld", 0.96, 2000), ("le-sa", 0.1, 0)]]
+    >>> for line in plain_reading(rows, 359): print(line)  # doctest: +NORMALIZE_WHITESPACE
+    Best: le-sgld (τ = 0.0005), test accuracy 0.960 (one seed, 359 test images: ±0.010).
+    Best first-order method: adam, 0.950 at 100 gradient evaluations.
+    le-sgld (τ = 0.0005): 0.960, level with adam (+0.010) at 20× its gradient evaluations
+      and 1× its time.
+    Did not train (within 5 standard errors of chance, 0.100): le-sa (τ = 0.0005) 0.100.
+    """
+    first_order = {"sgd", "adam", "sam"}
+
+    def label(r: Mapping[str, Any]) -> str:
+        return f"{r['method']} (τ = {r['tau']:g})"
+
+    def se(p: float) -> float:
+        return (max(p * (1 - p), 1e-12) / num_test) ** 0.5
+
+    def versus(r: Mapping[str, Any], b: Mapping[str, Any], unit: str) -> str:
+        diff = r["final_accuracy"] - b["final_accuracy"]
+        bound = 2 * (se(r["final_accuracy"]) ** 2 + se(b["final_accuracy"]) ** 2) ** 0.5
+        word = "ahead of" if diff > bound else "behind" if diff < -bound else "level with"
+        ratio = r[unit] / max(b[unit], 1)
+        unit_name = "gradient" if unit == "grad_evals" else "forward"
+        return (
+            f"{word} {b['method']} ({diff:+.3f}) at {ratio:.0f}× its {unit_name} evaluations "
+            f"and {r['wall_time'] / max(b['wall_time'], 1e-9):.0f}× its time"
+        )
+
+    chance = 1.0 / num_classes
+    floor = chance + 5 * se(chance)
+    trained = [r for r in rows if r["final_accuracy"] > floor]
+    out = []
+    if trained:
+        top = max(trained, key=lambda r: r["final_accuracy"])
+        out.append(
+            f"Best: {label(top)}, test accuracy {top['final_accuracy']:.3f} (one seed, "
+            f"{num_test} test images: ±{se(top['final_accuracy']):.3f})."
+        )
+    fo = [r for r in trained if r["method"] in first_order]
+    es = [r for r in trained if r["method"].startswith("es-")]
+    best_fo = max(fo, key=lambda r: r["final_accuracy"]) if fo else None
+    best_es = max(es, key=lambda r: r["final_accuracy"]) if es else None
+    if best_fo:
+        out.append(
+            f"Best first-order method: {best_fo['method']}, {best_fo['final_accuracy']:.3f} at "
+            f"{best_fo['grad_evals']:,} gradient evaluations."
+        )
+    if best_es:
+        out.append(
+            f"Best evolution strategy: {best_es['method']}, {best_es['final_accuracy']:.3f} at "
+            f"{best_es['forward_evals']:,} forward evaluations."
+        )
+    ours = [r for r in trained if r["method"].startswith(("le-", "hr-"))]
+    for r in sorted(ours, key=lambda r: -r["final_accuracy"]):
+        parts = []
+        if r["grad_evals"] > 0 and best_fo:
+            parts.append(versus(r, best_fo, "grad_evals"))
+        if r["grad_evals"] == 0 and best_es:
+            parts.append(versus(r, best_es, "forward_evals"))
+        out.append(
+            f"{label(r)}: {r['final_accuracy']:.3f}"
+            + (", " if parts else "")
+            + "; ".join(parts)
+            + "."
+        )
+    failed = [r for r in rows if r["final_accuracy"] <= floor]
+    if failed:
+        out.append(
+            f"Did not train (within 5 standard errors of chance, {chance:.3f}): "
+            + ", ".join(f"{label(r)} {r['final_accuracy']:.3f}" for r in failed)
+            + "."
+        )
+    return out
 
 
 def config_dict(config: Config) -> dict[str, Any]:
