@@ -53,8 +53,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
     out = work / "results"
-    # Every method by default (the option's default is all of them).
-    methods = ["--methods", ",".join(RUN)] if MISSING else []
+    # Every method, those outside the default set too.
+    methods = ["--methods", ",".join(RUN)]
     proc = cli("reproduce", "--smoke", "--out", str(out), "--no-progress", *methods, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
@@ -184,6 +184,18 @@ def test_draws_are_arviz_netcdf(smoke):
     tree = xr.open_dataset(out / "draws_le-nuts_tau0.0005.nc", group="posterior")
     assert {"chain", "draw"} <= set(tree.dims)
     assert {"W0", "b0", "W1", "b1"} <= set(tree.data_vars)
+
+
+def test_methods_outside_the_default_set_say_why_in_the_help():
+    from vi_entropy.experiment.methods import DEFAULT_METHODS, REGISTRY
+
+    left_out = {m.name: m.not_default for m in REGISTRY if m.not_default}
+    assert set(left_out) == {"le-sa", "le-pcn-adam"}
+    assert set(DEFAULT_METHODS) == set(METHODS) - set(left_out)
+    proc = cli("reproduce", "--help", cwd=ROOT)
+    flat = " ".join(proc.stdout.split())
+    for name, reason in left_out.items():
+        assert f"{name} ({' '.join(reason.split())})" in flat
 
 
 def test_help_explains_every_option():

@@ -34,7 +34,7 @@ from vi_entropy._validation import count, positive_float
 from vi_entropy.data import DATASETS, load_dataset
 
 # The methods by name, from the experiment's registry (also importable from here).
-from vi_entropy.experiment.methods import METHODS
+from vi_entropy.experiment.methods import DEFAULT_METHODS, METHODS, REGISTRY
 
 #: Environment variable that turns the persistent compilation cache off (``off``).
 COMPILATION_CACHE_ENV = "VI_ENTROPY_COMPILATION_CACHE"
@@ -160,8 +160,11 @@ _REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--methods",
         dict(
             type=_methods,
-            default=list(METHODS),
-            help="comma-separated methods: " + ", ".join(METHODS),
+            default=list(DEFAULT_METHODS),
+            help="comma-separated methods: "
+            + ", ".join(METHODS)
+            + ". By default all but "
+            + "; and ".join(f"{m.name} ({m.not_default})" for m in REGISTRY if m.not_default),
         ),
     ),
     (

@@ -21,7 +21,13 @@ from jax import random
 from tqdm.auto import tqdm
 
 from vi_entropy.data import Dataset
-from vi_entropy.experiment.methods import METHODS, get_method, method_settings, tau_key
+from vi_entropy.experiment.methods import (
+    DEFAULT_METHODS,
+    METHODS,
+    get_method,
+    method_settings,
+    tau_key,
+)
 from vi_entropy.experiment.trainers import ESTrainer, OptaxTrainer, SchemeTrainer
 from vi_entropy.models import (
     accuracy,
@@ -54,10 +60,11 @@ class Config:
         The user's MNIST files, for ``dataset="mnist"``.
     hidden : tuple of int, default (32,)
         Hidden layer widths of the dense network.
-    methods : tuple of str, default all of them
+    methods : tuple of str, default ``DEFAULT_METHODS``
         Any of ``vi_entropy.experiment.methods.METHODS``: ``sgd, adam, sam, le-is,
         le-sgld, le-nuts, le-sa, hr-svi, hr-rm, le-pcn, le-slice, le-pcn-adam,
-        le-sgld-adam, hr-svi-adam, es-openes, es-snes``.
+        le-sgld-adam, hr-svi-adam, es-openes, es-snes``; by default all but ``le-sa``
+        and ``le-pcn-adam`` (their ``not_default`` reasons say why).
     taus : tuple of float, default (5e-4,)
         Values of ``τ`` (also SGD's and SAM's learning rate).
     updates : int, default 100
@@ -83,7 +90,7 @@ class Config:
     dataset: str = "digits"
     path: str | None = None
     hidden: tuple[int, ...] = (32,)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     taus: tuple[float, ...] = (5e-4,)
     updates: int = 100
     batch_size: int = 128
