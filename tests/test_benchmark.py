@@ -271,3 +271,14 @@ def test_entropy_sgd_recipe_is_the_composition_of_the_packages_parts():
     assert float(scheme.tau(jnp.asarray(1000))) == pytest.approx(
         tau / 1.001**1000, rel=1e-4
     )  # float32
+
+
+def test_every_method_has_its_own_colour_in_every_figure():
+    from vi_entropy.experiment.figures import COLOURS, colour
+    from vi_entropy.experiment.methods import METHODS
+
+    names = set(METHODS) | {m.name for m in BENCHMARK} | {"es-pgpe", "es-sep-cma"}
+    assert names <= set(COLOURS)
+    # Two names share a colour only where one method is the other's alias (SAM over SGD).
+    shared = {n for n in names if sum(colour(n) == colour(m) for m in names) > 1}
+    assert shared == {"sam", "sam-sgdm"}
