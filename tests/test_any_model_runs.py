@@ -28,8 +28,8 @@ from vi_entropy import (
 )
 from vi_entropy.diagnostics import bulk_effective_sample_size
 from vi_entropy.experiment import method_settings
+from vi_entropy.inner import SGLD
 from vi_entropy.observers import chain_diagnostics
-from vi_entropy.samplers import SGLD
 
 UCB = ZOO["ucbadmit"]
 

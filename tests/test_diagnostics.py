@@ -25,8 +25,8 @@ from tests._runs import hr_svi_run, le_nuts_run
 from tests.conftest import NOISE, ExactGaussianKernel, linreg_model
 from vi_entropy import LocalEntropy, monotonicity
 from vi_entropy.diagnostics import MIN_ESS, bulk_effective_sample_size, heat_loss, local_entropy
+from vi_entropy.inner import Draws
 from vi_entropy.observers import DIAGNOSED_COORDINATES, chain_diagnostics
-from vi_entropy.samplers import Draws
 
 K = 5.0  # tolerance in standard errors
 

@@ -22,10 +22,11 @@ from vi_entropy.driver import (
     VIEntropyWarning,
 )
 from vi_entropy.faults import Fault
-from vi_entropy.gaussian_fit import GaussianGuide, moment_match
+from vi_entropy.guide import GaussianGuide
 from vi_entropy.heat import HeatRegularization
+from vi_entropy.inner import PCN, SA, SGLD, EllipticalSlice
+from vi_entropy.inner.averaging import moment_match
 from vi_entropy.local_entropy import LocalEntropy
-from vi_entropy.samplers import PCN, SA, SGLD, EllipticalSlice
 from vi_entropy.tilted import TiltedPosterior, tilt_model
 
 __version__ = "0.1.0"
@@ -48,7 +49,7 @@ def __getattr__(name: str):
 
 #: Submodules whose ``__all__`` is public API too (documented in the API reference, whose
 #: build fails when one of their names is missing).
-__public_modules__ = ("diagnostics", "samplers", "data", "models", "experiment")
+__public_modules__ = ("diagnostics", "inner", "data", "models", "experiment")
 
 __all__ = [
     "PCN",

@@ -63,7 +63,7 @@ class LocalEntropy(TwoStepScheme):
     sampler_kwargs : dict, optional
         Options for a sampler given by name: NumPyro's ``NUTS``/``HMC`` arguments;
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
-        (default ``False``); :class:`~vi_entropy.samplers.SGLD`'s ``step_size``
+        (default ``False``); :class:`~vi_entropy.inner.SGLD`'s ``step_size``
         (default: adapted, with a diagonal mass matrix, during the warm-up, as NUTS
         adapts its own), ``noise_scale`` (default 1) and ``target_accept_prob`` of that
         adaptation (default 0.95); :class:`~vi_entropy.PCN`'s

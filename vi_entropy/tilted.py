@@ -12,7 +12,7 @@ which NumPyro's MCMC kernels and autoguides work.  This module turns a model int
 
 * :func:`tilt_model`, an ordinary NumPyro model whose posterior is ``φ_k``; the centre
   and ``τ`` are keyword arguments, so every NumPyro kernel (``NUTS``, ``HMC``, ``SA``,
-  :class:`~vi_entropy.samplers.SGLD`) and ``SVI`` runs on it with the centre as traced
+  :class:`~vi_entropy.inner.SGLD`) and ``SVI`` runs on it with the centre as traced
   data, compiled once;
 * :class:`TiltedPosterior`, the flat-vector view used by the pure-JAX parts (importance
   sampling, Robbins-Monro, the loss estimators): ``f`` as a function of a flat vector,

@@ -122,7 +122,7 @@ class RunResult(NamedTuple):
     - **params** - dict: latent site name -> final centre, constrained.
     - **state** - the final :class:`TwoStepState` (pass it as ``init_state`` to continue).
     - **info** - dict of per-outer-step diagnostics, each stacked over steps.
-    - **draws** - dict: outer step -> :class:`~vi_entropy.samplers.Draws` kept by ``run``
+    - **draws** - dict: outer step -> :class:`~vi_entropy.inner.Draws` kept by ``run``
       (``keep_draws``), empty for heat regularization.
     - **trace** - dict of arrays over the tracked steps (``run``'s ``track_every``):
       ``step``, ``centre`` (flat, unconstrained), ``tau``, ``loss`` (``f(x_k)``),
