@@ -17,6 +17,7 @@ plus its inner step (:meth:`~TwoStepScheme._make_inner`) and its regularized los
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -373,6 +374,14 @@ class TwoStepScheme:
         value = np.asarray(jax.device_get(value))
         if not np.isfinite(value):
             # Compiled, NumPyro's initialize_model cannot raise when its tries all fail.
+            bad_data = _non_finite_arguments(self.model, args, kwargs)
+            if bad_data:  # the cause is the data, whatever the starting point
+                raise ValueError(
+                    f"{bad_data[0]}; the potential energy is not finite at any starting "
+                    f"point (f = {float(value)}). Remove or impute those values (or mask them with "
+                    "numpyro.handlers.mask / obs_mask)."
+                    + (f" Also: {'; '.join(bad_data[1:])}." if len(bad_data) > 1 else "")
+                )
             source = "init_params" if init_params is not None else "init_strategy"
             raise ValueError(
                 f"{source}: the potential energy at the starting point is not finite "
@@ -890,3 +899,31 @@ def _init_keys(rng_key: Any) -> tuple:
     stays split off so that every later key is what it was.)"""
     _, key_init, key_inner, key_state = random.split(rng_key, 4)
     return key_init, key_inner, key_state, random.split(key_state)[1]
+
+
+def _non_finite_arguments(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> list[str]:
+    """A sentence for each floating-point model argument that holds NaN or infinity.
+
+    Named as the model's signature names them (positional ones by position otherwise).
+    """
+    try:
+        bound = inspect.signature(model).bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        bound = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+    found = []
+    for name, value in bound.items():
+        try:
+            leaves = jax.tree.leaves(value)
+        except Exception:  # noqa: BLE001 - an argument JAX cannot flatten holds no array
+            continue
+        for leaf in leaves:
+            if not hasattr(leaf, "dtype") or not np.issubdtype(np.asarray(leaf).dtype, np.inexact):
+                continue
+            arr = np.asarray(leaf)
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                found.append(
+                    f"model argument '{name}' holds non-finite values ({bad} of {arr.size})"
+                )
+                break
+    return found

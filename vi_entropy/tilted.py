@@ -459,32 +459,47 @@ class TiltedPosterior:
 
     # -- validation ---------------------------------------------------------------------
     def check_params(self, params: Mapping[str, Any], name: str = "init_params") -> None:
-        """Raise a clear error if ``params`` do not match the model's latent sites."""
+        """Raise a clear error if ``params`` do not match the model's latent sites.
+
+        Every problem is reported at once: missing and unknown sites, shapes, dtypes,
+        non-finite values and values outside a site's support.
+        """
         if not isinstance(params, Mapping):
             raise TypeError(
                 f"{name}: expected a dict of constrained values keyed by latent site name, "
                 f"got {type(params).__name__}."
             )
+        problems = []
         missing = sorted(set(self.sites) - set(params))
         extra = sorted(set(params) - set(self.sites))
-        if missing or extra:
-            raise ValueError(
-                f"{name}: sites must be exactly {sorted(self.sites)}; "
-                f"missing {missing}, unexpected {extra}."
-            )
+        if missing:
+            problems.append(f"missing sites {missing}")
+        if extra:
+            problems.append(f"unknown sites {extra}")
         for k, s in self.sites.items():
+            if k not in params:
+                continue
             value = params[k]
             shape = tuple(np.shape(value))
             if shape != s.shape:
-                raise ValueError(f"{name}['{k}']: expected shape {s.shape}, got {shape}.")
+                problems.append(f"{name}['{k}']: expected shape {s.shape}, got {shape}")
+                continue
             dtype = jnp.result_type(value)
             if not jnp.issubdtype(dtype, jnp.floating):
-                raise TypeError(f"{name}['{k}']: expected a floating-point array, got {dtype}.")
+                problems.append(f"{name}['{k}']: expected a floating-point array, got {dtype}")
+                continue
             arr = np.asarray(value)
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name}['{k}']: values must be finite, got {arr!r}.")
+                problems.append(f"{name}['{k}']: values must be finite, got {arr!r}")
+                continue
             support = s.transform.codomain
             if not bool(np.all(np.asarray(support(jnp.asarray(value))))):
-                raise ValueError(
-                    f"{name}['{k}']: values must lie in the support {support}, got {arr!r}."
+                problems.append(
+                    f"{name}['{k}']: values must lie in the support {support}, got {arr!r}"
                 )
+        if problems:
+            raise ValueError(
+                f"{name}: does not match the model's latent sites {sorted(self.sites)}: "
+                + "; ".join(problems)
+                + "."
+            )
