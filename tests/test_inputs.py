@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -13,7 +15,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import NUTS
 
 from tests.conftest import linreg_data, linreg_model
-from vi_entropy import HeatRegularization, LocalEntropy
+from vi_entropy import HeatRegularization, LocalEntropy, VIEntropyWarning
 
 X, Y = linreg_data(n=10, d=3)
 
@@ -339,3 +341,21 @@ def test_init_state_must_belong_to_the_scheme(le):
 def test_init_params_of_another_float_dtype_are_cast(le):
     state = le.init(random.PRNGKey(0), X, Y, init_params={"w": np.zeros(3, np.float16)})
     assert state.centre.dtype == jnp.asarray(1.0).dtype
+
+
+def test_a_model_given_data_that_observes_nothing_warns():
+    def model(X, y=None):  # the obs=y is forgotten
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(X @ w, 1.0))
+
+    le = LocalEntropy(model, 0.1, sampler="importance", num_samples=8, progress_bar=False)
+    with pytest.warns(VIEntropyWarning, match=r"observes no site.*'X'.*obs=.*batch shape: y"):
+        le.init(random.PRNGKey(0), X, Y)
+
+    def density():  # no data: a density to explore, nothing to warn about
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LocalEntropy(density, 0.1, sampler="importance", num_samples=8).init(random.PRNGKey(0))

@@ -252,6 +252,7 @@ class TwoStepScheme:
         if self._built_for == signature:
             return
         self.tilted.setup(rng_key, args, kwargs)
+        self._warn_if_nothing_observed(args, kwargs)
         if self.jit_model_args is not False:
             tp = self.tilted
             err = needs_concrete_args(tp.potential, tp.dim, tp.dtype, tp.subsamples, args, kwargs)
@@ -272,6 +273,33 @@ class TwoStepScheme:
         self._constrain_jit = jax.jit(self.tilted.constrain)
         self._step_jit = jax.jit(outer.step, static_argnames=("static", "with_draws"))
         self._built_for = signature
+
+    def _warn_if_nothing_observed(self, args: tuple, kwargs: Mapping[str, Any]) -> None:
+        """Warn when the model is given data but observes nothing (a forgotten ``obs=``).
+
+        Such a model trains its data sites as latent variables under their priors alone:
+        it runs, but fits nothing.  A model without data arguments (a density to explore)
+        is left alone.
+        """
+        trace = self.tilted.prototype_trace
+        observed = any(site["type"] == "sample" and site["is_observed"] for site in trace.values())
+        arrays = [
+            name
+            for name, value in _named_arguments(self.model, args, kwargs).items()
+            if is_array(value) and np.ndim(value) > 0
+        ]
+        if observed or not arrays:
+            return
+        latent = [n for n in self.tilted.sites if trace[n]["fn"].batch_shape]
+        warnings.warn(
+            f"{type(self).__name__}: the model observes no site, although it is given data "
+            f"(argument{'s' if len(arrays) > 1 else ''} "
+            f"{', '.join(map(repr, arrays))}); every sample site is trained as a latent "
+            "variable under its prior alone. Did a numpyro.sample call miss its obs= "
+            f"argument{(' (latent sites with a batch shape: ' + ', '.join(latent) + ')') if latent else ''}?",
+            VIEntropyWarning,
+            stacklevel=4,
+        )
 
     def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, StaticArgs]:
         """The model arguments, traced or compiled in (see ``jit_model_args``), placed."""
@@ -901,17 +929,21 @@ def _init_keys(rng_key: Any) -> tuple:
     return key_init, key_inner, key_state, random.split(key_state)[1]
 
 
+def _named_arguments(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's arguments by the names of its signature (by position where it has none)."""
+    try:
+        return dict(inspect.signature(model).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+
+
 def _non_finite_arguments(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> list[str]:
     """A sentence for each floating-point model argument that holds NaN or infinity.
 
     Named as the model's signature names them (positional ones by position otherwise).
     """
-    try:
-        bound = inspect.signature(model).bind_partial(*args, **kwargs).arguments
-    except (TypeError, ValueError):
-        bound = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
     found = []
-    for name, value in bound.items():
+    for name, value in _named_arguments(model, args, kwargs).items():
         try:
             leaves = jax.tree.leaves(value)
         except Exception:  # noqa: BLE001 - an argument JAX cannot flatten holds no array
