@@ -34,7 +34,7 @@ from vi_entropy._validation import count, positive_float
 from vi_entropy.data import DATASETS, load_dataset
 
 # The methods by name, from the experiment's registry (also importable from here).
-from vi_entropy.experiment.methods import DEFAULT_METHODS, METHODS, REGISTRY
+from vi_entropy.experiment.methods import BENCHMARK_METHODS, DEFAULT_METHODS, METHODS, REGISTRY
 
 #: Environment variable that turns the persistent compilation cache off (``off``).
 COMPILATION_CACHE_ENV = "VI_ENTROPY_COMPILATION_CACHE"
@@ -117,14 +117,23 @@ _positive_int = _checked(int, count, "an integer")
 _seed = _checked(int, lambda name, value: count(name, value, minimum=0), "an integer")
 
 
-def _methods(text: str) -> list[str]:
-    names = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}"
-        )
-    return names
+def _method_list(known: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names from ``known``."""
+
+    def parse(text: str) -> list[str]:
+        names = [m.strip().lower() for m in text.split(",") if m.strip()]
+        unknown = [m for m in names if m not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
+                + ", ".join(known)
+            )
+        return names
+
+    return parse
+
+
+_methods = _method_list(METHODS)
 
 
 # The options of ``reproduce``: flag, then the keywords of ``add_argument``.
@@ -238,22 +247,7 @@ _REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _benchmark_methods(text: str) -> list[str]:
-    from vi_entropy.experiment.methods import BENCHMARK_METHODS
-
-    names = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in BENCHMARK_METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
-            + ", ".join(BENCHMARK_METHODS)
-        )
-    return names
-
-
 def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
-    from vi_entropy.experiment.methods import BENCHMARK_METHODS
-
     return (
         (
             "--dataset",
@@ -277,7 +271,7 @@ def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
         (
             "--methods",
             dict(
-                type=_benchmark_methods,
+                type=_method_list(BENCHMARK_METHODS),
                 default=list(BENCHMARK_METHODS),
                 help="comma-separated methods: " + ", ".join(BENCHMARK_METHODS),
             ),
