@@ -22,7 +22,6 @@ COLOURS: dict[str, str] = {
     "sgd": "#7f7f7f",
     "sgd-nesterov": "#1f77b4",
     "adam": "#17becf",
-    "adam-20x": "#0b4f6c",
     "sam": "#8c564b",
     "sam-sgdm": "#8c564b",
     "sam-adam": "#c49c94",
@@ -52,6 +51,7 @@ _FALLBACK = ("#aec7e8", "#ff9896", "#c5b0d5", "#c7c7c7", "#dbdb8d", "#9edae5")
 #: The panels, in order: family name -> x-axis label.
 FAMILIES: dict[str, str] = {
     "first-order": "gradient evaluations",
+    "first-order, 20× gradients": "gradient evaluations",
     "local entropy": "gradient evaluations",
     "heat regularization": "gradient evaluations",
     "gradient-free": "forward evaluations",
@@ -63,11 +63,13 @@ def colour(method: str) -> str:
 
     Example
     -------
-    >>> colour("adam"), colour("adam") == colour("adam")
+    >>> colour("adam"), colour("adam-20x") == colour("adam")
     ('#17becf', True)
     """
     if method in COLOURS:
         return COLOURS[method]
+    if method.endswith("-20x"):  # a baseline run longer: its own panel, its base's colour
+        return colour(method.removesuffix("-20x"))
     return _FALLBACK[sum(map(ord, method)) % len(_FALLBACK)]
 
 
@@ -81,6 +83,8 @@ def family_of(method: str, gradient_free: bool = False) -> str:
     """
     if gradient_free or method.startswith("es-"):
         return "gradient-free"
+    if method.endswith("-20x"):
+        return "first-order, 20× gradients"
     if method.startswith("le-") or method == "entropy-sgd":
         return "local entropy"
     if method.startswith("hr-"):
