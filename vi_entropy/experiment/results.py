@@ -22,7 +22,7 @@ import numpy as np
 
 from vi_entropy.experiment.figures import Curve, family_of, plot_family_panels
 
-__all__ = ["load_benchmark", "plain_reading", "render_page", "write_page"]
+__all__ = ["grid_edges", "load_benchmark", "plain_reading", "render_page", "write_page"]
 
 # Columns of the table: summary key, heading, format.
 _COLUMNS = (
@@ -236,10 +236,39 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
                 + "; ".join(f"`{n}` ({', '.join(why)})" for n, why in missed)
                 + "."
             )
+    edges = [f"`{n}` ({why})" for n in methods for why in grid_edges(methods[n])]
+    if edges:
+        out.append(
+            "Chosen at the end of a searched range of three or more values, so the best "
+            "setting may lie beyond it: " + "; ".join(edges) + "."
+        )
     free = [n for n in methods if methods[n]["family"] == "gradient-free"]
     if free:
         best_free = _best(methods, free)
         out.append(f"Best gradient-free method: `{best_free}`, {acc(best_free)}.")
+    return out
+
+
+def grid_edges(entry: Mapping[str, Any]) -> list[str]:
+    """The knobs of a method's chosen setting that sit at an end of a searched range of
+    three or more values.
+
+    Example
+    -------
+    >>> search = [{"setting": {"lr": v}} for v in (1, 2, 4)]
+    >>> grid_edges({"chosen": {"lr": 4}, "search": search})
+    ['lr = 4, the largest of 3']
+    >>> grid_edges({"chosen": {"lr": 2}, "search": search})
+    []
+    """
+    out = []
+    for knob, value in entry["chosen"].items():
+        values = sorted({row["setting"][knob] for row in entry["search"] if knob in row["setting"]})
+        if len(values) < 3 or not isinstance(value, (int, float)):
+            continue
+        if value in (values[0], values[-1]):
+            end = "largest" if value == values[-1] else "smallest"
+            out.append(f"{knob} = {value:g}, the {end} of {len(values)}")
     return out
 
 
