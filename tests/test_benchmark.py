@@ -30,6 +30,7 @@ from vi_entropy.experiment.metrics import (
     hessian_top_eigenvalue,
 )
 from vi_entropy.experiment.results import render_page
+from vi_entropy.inner.svi import GAP_PARTICLES
 from vi_entropy.models import forward, init_network
 
 pytestmark = pytest.mark.xdist_group("benchmark")
@@ -58,7 +59,7 @@ def read_runs(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one run for the module, on whichever worker runs it
 def quick(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     out = work / "quick"
@@ -99,7 +100,8 @@ def test_quick_run_has_the_protocols_shape(quick):
     final = {r["method"]: r for r in runs if r["phase"] == "final"}
     assert final["sgd"]["grad_evals"] == 20
     assert final["entropy-sgd"]["grad_evals"] == 20 * 5  # --quick: 5 SGLD steps an update
-    assert final["hr-svi"]["grad_evals"] == 20 * 3 * 2  # 3 SVI steps × 2 particles
+    # 3 SVI steps × 2 particles, and the fit's inner_gap diagnostic (GAP_PARTICLES each).
+    assert final["hr-svi"]["grad_evals"] == 20 * (3 + GAP_PARTICLES) * 2
     assert "sgd" in proc.stdout and "summary.json" in proc.stdout
 
 
@@ -131,9 +133,10 @@ def test_a_rerun_resumes_and_reproduces_a_lost_run(quick, tmp_path):
     )
     redone = [json.loads(x) for x in (copy / "runs.jsonl").read_text().splitlines()[-1:]][0]
     lost = json.loads(lines[-1])
-    # Same key, same result (timings aside).
+    # Same key, same result (timings aside); the cut line is gone, every line is a run.
     for field in ("method", "setting", "seed", "phase", *FIELDS[4:10]):
         assert redone[field] == lost[field], field
+    assert len(read_runs(copy)) == len(lines)
 
 
 def test_a_mismatched_directory_is_refused(quick, tmp_path):

@@ -358,14 +358,22 @@ def _train(
 def _read_runs(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    runs = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                runs.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by an interruption
-                continue
-    return runs
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _drop_cut_line(path: Path, log: Callable[[str], None]) -> None:
+    """Remove a last line cut short by an interruption (its run is run again)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        try:
+            json.loads(lines[-1])
+            path.write_text(text + "\n")  # complete, only its newline is missing
+        except json.JSONDecodeError:
+            log(f"{path}: its last line was cut short by an interruption; that run runs again")
+            path.write_text("".join(lines[:-1]))
 
 
 def _append(path: Path, run: Mapping[str, Any]) -> None:
@@ -477,6 +485,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.jsonl"
     _check_resumable(out, config)
+    _drop_cut_line(runs_path, log)
     model = dense_network(train.num_features, config.hidden, train.num_classes)
     evaluator = _Evaluator(config, train, validation)
     X, y = jnp.asarray(train.X_train), jnp.asarray(train.y_train)

@@ -140,20 +140,12 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
         Markdown bullet texts.
     """
     methods = summary["methods"]
-    out = []
-
-    def acc(name: str) -> str:
-        return _pm(methods[name], "test_accuracy", ".3f")
-
-    def grads(name: str) -> str:
-        return f"{methods[name]['grad_evals']['mean']:,.0f}"
-
     top = max(methods, key=lambda n: methods[n]["test_accuracy"]["mean"])
-    out.append(
-        f"**Best mean test accuracy: `{top}`**, {acc(top)} over {len(methods[top]['seeds'])} "
-        f"seeds, at {grads(top)} gradient evaluations ({methods[top]['wall_s']['mean']:.0f} s "
-        "of training a run)."
-    )
+    out = [
+        f"**Best mean test accuracy: `{top}`**, {_acc(methods, top)} over "
+        f"{len(methods[top]['seeds'])} seeds, at {_grads(methods, top)} gradient evaluations "
+        f"({methods[top]['wall_s']['mean']:.0f} s of training a run)."
+    ]
     equal_updates = [n for n in methods if methods[n]["family"] == "first-order"]
     long = [n for n in methods if methods[n]["family"] == "first-order, 20× gradients"]
     base = _best(methods, equal_updates)
@@ -161,81 +153,25 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
     target = _best(methods, [n for n in equal_updates if n.startswith(("adam", "sam"))])
     if base is not None:
         out.append(
-            f"Best first-order method at the benchmark's updates: `{base}`, {acc(base)} at "
-            f"{grads(base)} gradient evaluations"
+            f"Best first-order method at the benchmark's updates: `{base}`, "
+            f"{_acc(methods, base)} at {_grads(methods, base)} gradient evaluations"
             + (
-                f"; the best Adam or SAM: `{target}`, {acc(target)}"
+                f"; the best Adam or SAM: `{target}`, {_acc(methods, target)}"
                 if target not in (None, base)
                 else ""
             )
             + (
                 f". Given the LE/HR methods' gradient evaluations, `{base_long}` reaches "
-                f"{acc(base_long)} ({grads(base_long)})."
+                f"{_acc(methods, base_long)} ({_grads(methods, base_long)})."
                 if base_long
                 else "."
             )
         )
     ours = [n for n in methods if methods[n]["family"] in ("local entropy", "heat regularization")]
-    met, missed = [], []
-    for name in sorted(ours, key=lambda n: -methods[n]["test_accuracy"]["mean"]):
-        m = methods[name]
-        parts = [f"`{name}` {m['test_accuracy']['mean']:.3f}"]
-        if base is not None:
-            b = methods[base]
-            diff, se = _significant(m, b, "test_accuracy")
-            ratio = m["grad_evals"]["mean"] / max(b["grad_evals"]["mean"], 1.0)
-            parts.append(
-                f"{_verdict(diff, se)} `{base}` at equal updates ({diff:+.3f} ± {se:.3f}) "
-                f"for {ratio:.0f}× its gradient evaluations and "
-                f"{m['wall_s']['mean'] / max(b['wall_s']['mean'], 1e-9):.0f}× its time"
-            )
-        if base_long is not None:
-            b = methods[base_long]
-            diff, se = _significant(m, b, "test_accuracy")
-            parts.append(
-                f"{_verdict(diff, se)} `{base_long}` at "
-                f"{m['grad_evals']['mean'] / max(b['grad_evals']['mean'], 1.0):.1f}× its "
-                f"gradient evaluations ({diff:+.3f} ± {se:.3f}); against it NLL "
-                f"{m['test_nll']['mean']:.3f} vs {b['test_nll']['mean']:.3f} "
-                f"({_lower(m, b, 'test_nll')}), ECE {m['test_ece']['mean']:.3f} vs "
-                f"{b['test_ece']['mean']:.3f} ({_lower(m, b, 'test_ece')}), top Hessian "
-                f"eigenvalue {m['hessian_top_eig']['mean']:.2f} vs "
-                f"{b['hessian_top_eig']['mean']:.2f} ({_lower(m, b, 'hessian_top_eig')})"
-            )
-        out.append("; ".join(parts) + ".")
-        if target is not None:
-            t = methods[target]
-            diff, se = _significant(m, t, "test_accuracy")
-            within = m["grad_evals"]["mean"] <= target_ratio * t["grad_evals"]["mean"]
-            calibrated = "lower" in (_lower(m, t, "test_nll"), _lower(m, t, "test_ece"))
-            flatter = _lower(m, t, "hessian_top_eig") == "lower"
-            shortfalls = [
-                f"accuracy {diff:+.3f} ± {se:.3f}" if _verdict(diff, se) == "behind" else "",
-                "" if within else "more gradient evaluations",
-                "" if calibrated else "NLL and ECE not lower",
-                ""
-                if flatter
-                else (
-                    f"top Hessian eigenvalue {m['hessian_top_eig']['mean']:.2f} not below "
-                    f"{t['hessian_top_eig']['mean']:.2f}"
-                ),
-            ]
-            shortfalls = [x for x in shortfalls if x]
-            (missed.append((name, shortfalls)) if shortfalls else met.append(name))
+    ours.sort(key=lambda n: -methods[n]["test_accuracy"]["mean"])
+    out += [_standing(methods, name, base, base_long) for name in ours]
     if target is not None and ours:
-        if met:
-            out.append(
-                f"**Target met** by {', '.join(f'`{n}`' for n in met)}: level with or ahead of "
-                f"`{target}` (the best tuned Adam or SAM) in test accuracy, within "
-                f"{target_ratio:.0f}× its gradient evaluations, with a lower NLL or ECE and a "
-                "lower top Hessian eigenvalue."
-            )
-        if missed:
-            out.append(
-                f"**Target {'also ' if met else ''}not met** against `{target}` by: "
-                + "; ".join(f"`{n}` ({', '.join(why)})" for n, why in missed)
-                + "."
-            )
+        out += _target_reading(methods, ours, target, target_ratio)
     edges = [f"`{n}` ({why})" for n in methods for why in grid_edges(methods[n])]
     if edges:
         out.append(
@@ -245,7 +181,89 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
     free = [n for n in methods if methods[n]["family"] == "gradient-free"]
     if free:
         best_free = _best(methods, free)
-        out.append(f"Best gradient-free method: `{best_free}`, {acc(best_free)}.")
+        out.append(f"Best gradient-free method: `{best_free}`, {_acc(methods, best_free)}.")
+    return out
+
+
+def _acc(methods: Mapping[str, Any], name: str) -> str:
+    return _pm(methods[name], "test_accuracy", ".3f")
+
+
+def _grads(methods: Mapping[str, Any], name: str) -> str:
+    return f"{methods[name]['grad_evals']['mean']:,.0f}"
+
+
+def _standing(
+    methods: Mapping[str, Any], name: str, base: str | None, base_long: str | None
+) -> str:
+    """Where an LE/HR method stands: at equal updates against ``base``, at equal gradient
+    evaluations against ``base_long`` (accuracy, NLL, ECE, flatness)."""
+    m = methods[name]
+    parts = [f"`{name}` {m['test_accuracy']['mean']:.3f}"]
+    if base is not None:
+        b = methods[base]
+        diff, se = _significant(m, b, "test_accuracy")
+        ratio = m["grad_evals"]["mean"] / max(b["grad_evals"]["mean"], 1.0)
+        parts.append(
+            f"{_verdict(diff, se)} `{base}` at equal updates ({diff:+.3f} ± {se:.3f}) "
+            f"for {ratio:.0f}× its gradient evaluations and "
+            f"{m['wall_s']['mean'] / max(b['wall_s']['mean'], 1e-9):.0f}× its time"
+        )
+    if base_long is not None:
+        b = methods[base_long]
+        diff, se = _significant(m, b, "test_accuracy")
+        parts.append(
+            f"{_verdict(diff, se)} `{base_long}` at "
+            f"{m['grad_evals']['mean'] / max(b['grad_evals']['mean'], 1.0):.1f}× its "
+            f"gradient evaluations ({diff:+.3f} ± {se:.3f}); against it NLL "
+            f"{m['test_nll']['mean']:.3f} vs {b['test_nll']['mean']:.3f} "
+            f"({_lower(m, b, 'test_nll')}), ECE {m['test_ece']['mean']:.3f} vs "
+            f"{b['test_ece']['mean']:.3f} ({_lower(m, b, 'test_ece')}), top Hessian "
+            f"eigenvalue {m['hessian_top_eig']['mean']:.2f} vs "
+            f"{b['hessian_top_eig']['mean']:.2f} ({_lower(m, b, 'hessian_top_eig')})"
+        )
+    return "; ".join(parts) + "."
+
+
+def _shortfalls(m: Mapping[str, Any], t: Mapping[str, Any], target_ratio: float) -> list[str]:
+    """What keeps method ``m`` from the target against ``t`` (empty: the target is met)."""
+    diff, se = _significant(m, t, "test_accuracy")
+    shortfalls = []
+    if _verdict(diff, se) == "behind":
+        shortfalls.append(f"accuracy {diff:+.3f} ± {se:.3f}")
+    if m["grad_evals"]["mean"] > target_ratio * t["grad_evals"]["mean"]:
+        shortfalls.append("more gradient evaluations")
+    if "lower" not in (_lower(m, t, "test_nll"), _lower(m, t, "test_ece")):
+        shortfalls.append("NLL and ECE not lower")
+    if _lower(m, t, "hessian_top_eig") != "lower":
+        shortfalls.append(
+            f"top Hessian eigenvalue {m['hessian_top_eig']['mean']:.2f} not below "
+            f"{t['hessian_top_eig']['mean']:.2f}"
+        )
+    return shortfalls
+
+
+def _target_reading(
+    methods: Mapping[str, Any], ours: Sequence[str], target: str, target_ratio: float
+) -> list[str]:
+    """The target's verdict, with each method's shortfalls named."""
+    missed = [(n, _shortfalls(methods[n], methods[target], target_ratio)) for n in ours]
+    met = [n for n, why in missed if not why]
+    missed = [(n, why) for n, why in missed if why]
+    out = []
+    if met:
+        out.append(
+            f"**Target met** by {', '.join(f'`{n}`' for n in met)}: level with or ahead of "
+            f"`{target}` (the best tuned Adam or SAM) in test accuracy, within "
+            f"{target_ratio:.0f}× its gradient evaluations, with a lower NLL or ECE and a "
+            "lower top Hessian eigenvalue."
+        )
+    if missed:
+        out.append(
+            f"**Target {'also ' if met else ''}not met** against `{target}` by: "
+            + "; ".join(f"`{n}` ({', '.join(why)})" for n, why in missed)
+            + "."
+        )
     return out
 
 
@@ -314,6 +332,43 @@ def _search_table(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _figure(runs: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], path: Path) -> None:
+    """The figure: accuracy curves by family, with the best first-order methods' finals."""
+    methods = summary["methods"]
+    references = {}
+    for family in ("first-order", "first-order, 20× gradients"):
+        best = _best(methods, [n for n in methods if methods[n]["family"] == family])
+        if best is not None:
+            references[f"{best} (final)"] = methods[best]["test_accuracy"]["mean"]
+    plot_family_panels(
+        _curves(runs, summary),
+        path,
+        title=f"{summary['data']['name']}: test accuracy, mean ± sd over seeds",
+        reference=references,
+    )
+
+
+def _table_order(methods: Mapping[str, Any]) -> list[str]:
+    """By family, then by mean test accuracy."""
+
+    def key(n: str) -> tuple[int, float]:
+        family = methods[n]["family"]
+        rank = _FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER)
+        return rank, -methods[n]["test_accuracy"]["mean"]
+
+    return sorted(methods, key=key)
+
+
+def _table_rows(methods: Mapping[str, Any], order: Sequence[str]) -> list[str]:
+    rows = []
+    for n in order:
+        e = methods[n]
+        cells = [_pm(e, key, fmt) for key, _, fmt in _COLUMNS]
+        stopped = f" ({e['stopped_early']} stopped early)" if e.get("stopped_early") else ""
+        rows.append(f"| `{n}`{stopped} | {_setting(e['chosen'])} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def render_benchmark(
     directory: str | Path, figures: str | Path, link: str, command: str | None = None
 ) -> str:
@@ -322,18 +377,7 @@ def render_benchmark(
     data, config, methods = summary["data"], summary["config"], summary["methods"]
     name = Path(directory).name
     figure = Path(figures) / f"{name}_accuracy.png"
-    curves = _curves(runs, summary)
-    references = {}
-    for family in ("first-order", "first-order, 20× gradients"):
-        best = _best(methods, [n for n in methods if methods[n]["family"] == family])
-        if best is not None:
-            references[f"{best} (final)"] = methods[best]["test_accuracy"]["mean"]
-    plot_family_panels(
-        curves,
-        figure,
-        title=f"{data['name']}: test accuracy, mean ± sd over seeds",
-        reference=references,
-    )
+    _figure(runs, summary, figure)
     seeds = sorted({len(e["seeds"]) for e in methods.values()})
     machine = summary.get("machine", {})
     lines = [
@@ -372,20 +416,8 @@ def render_benchmark(
         "| method | chosen setting | " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
         "|---|---|" + "---|" * len(_COLUMNS),
     ]
-    order = sorted(
-        methods,
-        key=lambda n: (
-            list(_FAMILY_ORDER).index(methods[n]["family"])
-            if methods[n]["family"] in _FAMILY_ORDER
-            else 9,
-            -methods[n]["test_accuracy"]["mean"],
-        ),
-    )
-    for n in order:
-        e = methods[n]
-        cells = [_pm(e, key, fmt) for key, _, fmt in _COLUMNS]
-        stopped = f" ({e['stopped_early']} stopped early)" if e.get("stopped_early") else ""
-        lines.append(f"| `{n}`{stopped} | {_setting(e['chosen'])} | " + " | ".join(cells) + " |")
+    order = _table_order(methods)
+    lines += _table_rows(methods, order)
     lines += [
         "",
         f"![test accuracy against evaluations]({FIGURES}/{figure.name})",
