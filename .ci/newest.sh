@@ -10,7 +10,8 @@ newest=""
 for v in 3.14 3.13 3.12; do
     for candidate in "$(command -v "python$v" 2>/dev/null || true)" \
         $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python 2>/dev/null | sort -V -r); do
-        if [[ -n $candidate && -x $candidate ]]; then
+        # (a pyenv shim exists for every version pyenv has, but runs only the selected one)
+        if [[ -n $candidate && -x $candidate ]] && "$candidate" -c "import venv" 2>/dev/null; then
             newest=$candidate
             break 2
         fi
