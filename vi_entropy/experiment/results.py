@@ -75,20 +75,19 @@ def _best(methods: Mapping[str, Any], names: Sequence[str]) -> str | None:
     return max(names, key=lambda n: methods[n]["test_accuracy"]["mean"]) if names else None
 
 
-def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
-    """``(Δ, se)``: the difference of mean test accuracies ``a − b`` and its standard error.
+def _significant(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    """``(Δ, se)``: the difference of the means of ``metric``, ``a − b``, and its standard
+    error (each side's sd over seeds / √n).
 
     Example
     -------
     >>> a = {"test_accuracy": {"mean": 0.9, "sd": 0.01}, "seeds": [1, 2, 3, 4]}
     >>> b = {"test_accuracy": {"mean": 0.8, "sd": 0.02}, "seeds": [1, 2, 3, 4]}
-    >>> [round(x, 4) for x in compare(a, b)]
+    >>> [round(x, 4) for x in _significant(a, b, "test_accuracy")]
     [0.1, 0.0112]
     """
-    diff = a["test_accuracy"]["mean"] - b["test_accuracy"]["mean"]
-    se = math.hypot(
-        _se(a, "test_accuracy", len(a["seeds"])), _se(b, "test_accuracy", len(b["seeds"]))
-    )
+    diff = a[metric]["mean"] - b[metric]["mean"]
+    se = math.hypot(_se(a, metric, len(a["seeds"])), _se(b, metric, len(b["seeds"])))
     return diff, se
 
 
@@ -100,13 +99,6 @@ def _verdict(diff: float, se: float) -> str:
     if diff < -2 * se:
         return "behind"
     return "level with"
-
-
-def _significant(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> tuple[float, float]:
-    """``(Δ, se)`` of the means of ``metric``, ``a − b``."""
-    diff = a[metric]["mean"] - b[metric]["mean"]
-    se = math.hypot(_se(a, metric, len(a["seeds"])), _se(b, metric, len(b["seeds"])))
-    return diff, se
 
 
 def _lower(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> str:
