@@ -52,6 +52,30 @@ def pytest_configure(config):
         )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Keep ``xdist_group`` tests on one worker under pytest >= 9.2.
+
+    pytest-xdist's ``--dist loadgroup`` appends ``@group`` to each marked item's
+    ``_nodeid``; pytest 9.2 keeps the id in ``_id`` instead, so the suffix is lost and the
+    groups' shared runs (module fixtures) are made once per worker.  Where xdist's own
+    suffix is missing, it is added here, as xdist would.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: xdist's own suffix works
+        return
+    for item in items:
+        names = sorted(
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        )
+        if names and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(set(names)))}")
+
+
 @pytest.fixture(scope="session")
 def float_dtype():
     """JAX's default float dtype in this session: float64 under JAX_ENABLE_X64."""
