@@ -252,7 +252,10 @@ def test_the_committed_results_page_is_the_generated_one(tmp_path):
 def test_entropy_sgd_recipe_is_the_composition_of_the_packages_parts():
     """``LocalEntropy.entropy_sgd`` (the benchmark's ``entropy-sgd``) is bitwise the scheme
     composed by hand: SGLD, exponential average, τ scoping, outer Nesterov SGD."""
-    from vi_entropy.experiment.trainers import build_entropy_sgd, build_local_entropy
+    import optax
+
+    from vi_entropy import LocalEntropy
+    from vi_entropy.experiment.trainers import SchemeTrainer, build_entropy_sgd
     from vi_entropy.models import dense_network, model_sizes
 
     data = load_digits()
@@ -260,17 +263,29 @@ def test_entropy_sgd_recipe_is_the_composition_of_the_packages_parts():
     model = dense_network(64, (8,), 10)
     init = init_network(jax.random.PRNGKey(0), model_sizes(model))
     point = {"tau": 1e-3, "outer_learning_rate_per_tau": 0.1}
-    tau, settings = resolve_point("entropy-sgd", point, 20, True)
+    tau, s = resolve_point("entropy-sgd", point, 20, True)
+    by_hand = LocalEntropy(
+        model,
+        optax.exponential_decay(tau, transition_steps=1, decay_rate=1 / (1 + s["tau_scoping"])),
+        sampler="sgld",
+        num_chains=1,
+        num_samples=s["num_samples"],
+        num_warmup=0,
+        sampler_kwargs={"step_size": s["step_size"], "noise_scale": s["noise_scale"]},
+        averaging="exponential",
+        ema_decay=s["ema_decay"],
+        outer_optim=optax.sgd(s["outer_learning_rate"], momentum=0.9, nesterov=True),
+        progress_bar=False,
+    )
     flat = []
-    for build in (build_local_entropy, build_entropy_sgd):
-        trainer = build(model, tau, dict(settings), 32)
+    for trainer in (SchemeTrainer(by_hand, 32), build_entropy_sgd(model, tau, dict(s), 32)):
         state = trainer.init(jax.random.PRNGKey(3), init, X, y)
         for _ in range(3):
             state, _ = trainer.step(state, X, y)
         flat.append(np.asarray(jax.flatten_util.ravel_pytree(trainer.params(state))[0]))
     np.testing.assert_array_equal(flat[0], flat[1])
     assert not np.array_equal(flat[0], jax.flatten_util.ravel_pytree(init)[0])  # it moved
-    scheme = build_entropy_sgd(model, tau, dict(settings), 32).scheme
+    scheme = build_entropy_sgd(model, tau, dict(s), 32).scheme
     assert float(scheme.tau(jnp.asarray(1000))) == pytest.approx(
         tau / 1.001**1000, rel=1e-4
     )  # float32

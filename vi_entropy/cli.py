@@ -525,12 +525,15 @@ def benchmark(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         option = "--path" if args.path is not None else "--dataset"
         return _fail(f"{option}: cannot read {config.dataset} data: {err}")
+    if not 0 < config.num_validation < len(data.y_train):
+        return _fail(
+            f"--validation: expected fewer images than the {len(data.y_train)} training "
+            f"images of {config.dataset}, got {config.num_validation}"
+        )
     try:
         summary = run_benchmark(config, out, data=data, progress=not args.no_progress)
     except ConfigMismatch as err:
         return _fail(str(err))
-    except ValueError as err:  # e.g. --validation larger than the training set
-        return _fail(str(err).replace("num_validation:", "--validation:"))
     width = max(map(len, summary["methods"]), default=6)
     print(f"\n{'method':<{width}}  test accuracy (mean ± sd)  chosen setting")
     for name, entry in summary["methods"].items():

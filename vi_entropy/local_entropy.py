@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import optax
 from numpyro.infer.mcmc import MCMCKernel
 
 from vi_entropy import _validation as check
@@ -241,8 +242,6 @@ class LocalEntropy(TwoStepScheme):
         >>> le.num_samples, le.averaging, le.sampler_kwargs["noise_scale"]
         (20, 'exponential', 0.01)
         """
-        import optax
-
         tau = check.positive_float("tau", tau)
         lr = (
             0.1 * tau

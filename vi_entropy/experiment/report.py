@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 
 from vi_entropy.experiment.figures import Curve, family_of, plot_family_panels
 from vi_entropy.experiment.methods import GRADIENT_FREE, tau_key
+from vi_entropy.experiment.results import verdict
 from vi_entropy.experiment.run import Config, MethodRun
 from vi_entropy.local_entropy import LocalEntropy
 
@@ -135,8 +137,7 @@ def plain_reading(
 
     def versus(r: Mapping[str, Any], b: Mapping[str, Any], unit: str) -> str:
         diff = r["final_accuracy"] - b["final_accuracy"]
-        bound = 2 * (se(r["final_accuracy"]) ** 2 + se(b["final_accuracy"]) ** 2) ** 0.5
-        word = "ahead of" if diff > bound else "behind" if diff < -bound else "level with"
+        word = verdict(diff, math.hypot(se(r["final_accuracy"]), se(b["final_accuracy"])))
         ratio = r[unit] / max(b[unit], 1)
         unit_name = "gradient" if unit == "grad_evals" else "forward"
         return (

@@ -22,7 +22,7 @@ import numpy as np
 
 from vi_entropy.experiment.figures import Curve, family_of, plot_family_panels
 
-__all__ = ["grid_edges", "load_benchmark", "plain_reading", "render_page", "write_page"]
+__all__ = ["grid_edges", "load_benchmark", "plain_reading", "render_page", "verdict", "write_page"]
 
 # Columns of the table: summary key, heading, format.
 _COLUMNS = (
@@ -91,9 +91,15 @@ def _significant(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> tup
     return diff, se
 
 
-def _verdict(diff: float, se: float) -> str:
-    """``ahead of``/``behind`` when the difference exceeds two standard errors, else
-    ``level with``."""
+def verdict(diff: float, se: float) -> str:
+    """``ahead of``/``behind`` when a difference exceeds two standard errors, else
+    ``level with`` (the results page's and the demo's readings).
+
+    Example
+    -------
+    >>> verdict(0.03, 0.01), verdict(-0.01, 0.01)
+    ('ahead of', 'level with')
+    """
     if diff > 2 * se:
         return "ahead of"
     if diff < -2 * se:
@@ -197,7 +203,7 @@ def _standing(
         diff, se = _significant(m, b, "test_accuracy")
         ratio = m["grad_evals"]["mean"] / max(b["grad_evals"]["mean"], 1.0)
         parts.append(
-            f"{_verdict(diff, se)} `{base}` at equal updates ({diff:+.3f} ± {se:.3f}) "
+            f"{verdict(diff, se)} `{base}` at equal updates ({diff:+.3f} ± {se:.3f}) "
             f"for {ratio:.0f}× its gradient evaluations and "
             f"{m['wall_s']['mean'] / max(b['wall_s']['mean'], 1e-9):.0f}× its time"
         )
@@ -205,7 +211,7 @@ def _standing(
         b = methods[base_long]
         diff, se = _significant(m, b, "test_accuracy")
         parts.append(
-            f"{_verdict(diff, se)} `{base_long}` at "
+            f"{verdict(diff, se)} `{base_long}` at "
             f"{m['grad_evals']['mean'] / max(b['grad_evals']['mean'], 1.0):.1f}× its "
             f"gradient evaluations ({diff:+.3f} ± {se:.3f}); against it NLL "
             f"{m['test_nll']['mean']:.3f} vs {b['test_nll']['mean']:.3f} "
@@ -221,7 +227,7 @@ def _shortfalls(m: Mapping[str, Any], t: Mapping[str, Any], target_ratio: float)
     """What keeps method ``m`` from the target against ``t`` (empty: the target is met)."""
     diff, se = _significant(m, t, "test_accuracy")
     shortfalls = []
-    if _verdict(diff, se) == "behind":
+    if verdict(diff, se) == "behind":
         shortfalls.append(f"accuracy {diff:+.3f} ± {se:.3f}")
     if m["grad_evals"]["mean"] > target_ratio * t["grad_evals"]["mean"]:
         shortfalls.append("more gradient evaluations")

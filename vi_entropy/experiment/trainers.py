@@ -247,12 +247,7 @@ def _strongly_typed(tree: Any) -> Any:
 
 
 # -- building a trainer from a method's settings ----------------------------------------
-_OPTAX = {
-    "sgd": optax.sgd,
-    "adam": optax.adam,
-    # Entropy-SGD's and SWA's outer optimizer: SGD with Nesterov momentum 0.9.
-    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
-}
+_OPTAX = {"sgd": optax.sgd, "adam": optax.adam}
 
 
 def _base_optimizer(s: dict[str, Any], name_key: str = "optimizer") -> Any:
@@ -318,15 +313,8 @@ def _outer_optim(s: dict[str, Any]) -> dict[str, Any]:
 def build_local_entropy(
     model: Callable, tau: float, s: dict[str, Any], batch: int
 ) -> SchemeTrainer:
-    """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options.
-
-    ``tau_scoping`` ``g`` (Entropy-SGD's γ-scoping, ``γ_k = γ_0 (1 + g)^k`` with
-    ``γ = 1/τ``) makes ``τ`` the schedule ``τ_k = τ (1 + g)^(−k)``.
-    """
+    """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options."""
     sampler = s.pop("sampler")
-    scoping = s.pop("tau_scoping", None)
-    if scoping is not None:
-        tau = optax.exponential_decay(tau, transition_steps=1, decay_rate=1.0 / (1.0 + scoping))
     kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ())}
     scheme = LocalEntropy(
         model, tau, sampler=sampler, sampler_kwargs=kwargs, progress_bar=False, **_outer_optim(s)
