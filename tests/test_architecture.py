@@ -1,5 +1,6 @@
-"""The seams of the package: a scheme of one's own from a shell and an inner step; no
-import circle among the package's modules; no function over 80 lines of code."""
+"""The seams of the package: a scheme of one's own from a shell and an inner step; a
+sampler by name from its kernel and one registry entry; no import circle among the
+package's modules; no function over 80 lines of code."""
 
 import ast
 import pathlib
@@ -13,7 +14,8 @@ import pytest
 from jax import random
 
 from tests._zoo import ZOO
-from vi_entropy import HeatRegularization, LocalEntropy, TwoStepScheme
+from vi_entropy import PCN, HeatRegularization, LocalEntropy, TwoStepScheme, tilt_model
+from vi_entropy.checkpoint import read_meta
 from vi_entropy.loop import Observers
 from vi_entropy.observers import DrawKeeper, FaultGuard
 from vi_entropy.types import Context, InnerStep
@@ -79,6 +81,68 @@ def test_a_scheme_of_ones_own_is_a_shell_and_an_inner_step(tmp_path):
     by_update = obs.close(state)
     np.testing.assert_array_equal(by_update.state.centre, result.state.centre)
     np.testing.assert_array_equal(by_update.info["displacement"], result.info["displacement"])
+
+
+class FixedPCN(PCN):
+    """A new kernel, as a module of ``vi_entropy/inner/`` would hold it: pCN at a fixed
+    ``ρ``, its one option."""
+
+    def __init__(
+        self, model=None, potential_fn=None, fixed_rho=0.5, reference_loc=None, reference_scale=None
+    ):
+        super().__init__(
+            model,
+            potential_fn,
+            fixed_rho,
+            adapt_rho=False,
+            reference_loc=reference_loc,
+            reference_scale=reference_scale,
+        )
+
+
+def _fraction(name, value):
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name}: expected a float in (0, 1], got {value!r}.")
+
+
+def test_a_sampler_by_name_is_its_kernel_and_one_registry_entry(monkeypatch, tmp_path):
+    """Every sampler name resolves through one registry, ``KERNELS``; a kernel entered
+    there runs by name with no other change: ``make_kernel``, the option checks,
+    ``LocalEntropy`` and its checkpoints read the table."""
+    from vi_entropy import local_entropy
+    from vi_entropy.inner import mcmc
+
+    assert mcmc.SAMPLERS == (*mcmc.KERNELS, "importance")
+    assert local_entropy.SAMPLERS is mcmc.SAMPLERS
+    for name, entry in mcmc.KERNELS.items():
+        kernel = mcmc.make_kernel(name, gaussian, tilt_model(gaussian), 1, {}, TAU)
+        assert type(kernel) is entry.kernel, name
+
+    entry = mcmc.KernelEntry(FixedPCN, lambda dim: {"fixed_rho": 0.3}, {"fixed_rho": _fraction})
+    monkeypatch.setitem(mcmc.KERNELS, "fixed_pcn", entry)
+    # SAMPLERS is made from KERNELS at import: an entry in the file is in it from the start.
+    for module in (mcmc, local_entropy):
+        monkeypatch.setattr(module, "SAMPLERS", (*mcmc.KERNELS, "importance"))
+    with pytest.raises(ValueError, match=r"sampler='fixed_pcn' takes only \['fixed_rho'\]"):
+        LocalEntropy(gaussian, TAU, sampler="fixed_pcn", sampler_kwargs={"rho": 0.3})
+    with pytest.raises(ValueError, match=r"sampler_kwargs\['fixed_rho'\]: expected a float"):
+        LocalEntropy(gaussian, TAU, sampler="fixed_pcn", sampler_kwargs={"fixed_rho": 2.0})
+    scheme = LocalEntropy(
+        gaussian,
+        TAU,
+        sampler="fixed_pcn",
+        num_chains=2,
+        num_samples=8,
+        num_warmup=4,
+        progress_bar=False,
+    )
+    result = scheme.run(
+        random.PRNGKey(0), 2, init_params={"x": 1.0}, checkpoint=tmp_path / "run.ckpt"
+    )
+    kernel = scheme.inner_step.kernel
+    assert type(kernel) is FixedPCN and kernel.rho == 0.3 and not kernel.adapt_rho
+    assert np.all(np.isfinite(result.trace["centre"]))
+    assert read_meta(tmp_path / "run.ckpt")["structure"]["sampler"] == "fixed_pcn"
 
 
 def _imports():

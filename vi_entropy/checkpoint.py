@@ -1,7 +1,12 @@
-"""Checkpoints of a training run: atomic writes, verified reads.
+"""Checkpoints of a training run: atomic writes, verified reads, resumption.
 
 :meth:`~vi_entropy.TwoStepScheme.run` writes one with ``checkpoint=path`` and continues
-from one with ``resume=path`` (or ``resume=True``); this module is the file format.
+from one with ``resume=path`` (or ``resume=True``); this module is the file format and
+the resumption: :func:`resume_source` (which file, if any), :func:`resume` (the checked
+state and the run's record so far) and :func:`check_state` (``init_state`` fits the
+scheme).  A scheme takes part through three small methods: ``_checkpoint_structure``
+(what a checkpoint must match), ``_checkpoint_options`` (what a resumed run may change)
+and ``_state_template`` (the shapes and dtypes of its state).
 
 A checkpoint is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
 ``allow_pickle=False``, so loading one never runs code.  Format version 1 holds
@@ -29,16 +34,25 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import random
 from jax.tree_util import keystr, tree_flatten_with_path
+from numpyro.util import is_prng_key
 
-from vi_entropy.types import Draws
+from vi_entropy import _validation as check
+from vi_entropy.types import Draws, TwoStepState, VIEntropyWarning
+
+if TYPE_CHECKING:  # the driver and the observers import this module
+    from vi_entropy.driver import TwoStepScheme
+    from vi_entropy.observers import RunRecord
 
 FORMAT = "vi_entropy.checkpoint"
 VERSION = 1
@@ -324,3 +338,110 @@ def jsonable(value: Any) -> Any:
         name = getattr(value, "__qualname__", None) or type(value).__name__
         return f"<{name}>"
     return repr(value)
+
+
+# -- resuming a scheme's run --------------------------------------------------------------
+
+
+def resume_source(resume: Any, checkpoint: str | None) -> str | None:
+    """The checkpoint file ``run`` continues from, or ``None`` for a fresh run.
+
+    ``resume`` is ``run``'s argument: ``None``/``False`` (a fresh run), ``True`` (the file
+    ``checkpoint`` if it exists, else a fresh run) or a path, which must exist.
+    """
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        if checkpoint is None:
+            raise ValueError(
+                "resume=True continues the run saved in `checkpoint`, but no checkpoint "
+                "path was given."
+            )
+        return checkpoint if os.path.exists(checkpoint) else None
+    path = check.path("resume", resume)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"resume: there is no checkpoint file {path!r}.")
+    return path
+
+
+def resume(
+    scheme: TwoStepScheme, path: str, num_steps: int, args: tuple, kwargs: dict
+) -> tuple[TwoStepState, RunRecord]:
+    """Read, check and restore the checkpoint at ``path`` for ``scheme.run``.
+
+    Sets the scheme up for the model arguments, checks the checkpoint's structure against
+    ``scheme._checkpoint_structure()`` (a :class:`CheckpointError` if it differs) and its
+    state against ``scheme._state_template``; warns when ``scheme._checkpoint_options()``
+    differ from the saved ones.  ``num_steps`` is the total of the run.
+
+    Returns
+    -------
+    (TwoStepState, RunRecord)
+        The saved state, and the run's record so far (its info, trace, draws, warnings
+        shown and tracking cadence), which the resumed run continues.
+    """
+    # The observers write checkpoints, so they import this module: imported here.
+    from vi_entropy.observers import RunRecord
+
+    ck = load(path)
+    paths = [leaf["path"] for leaf in ck.meta["state"]["leaves"]]
+    if ".rng_key" not in paths:
+        raise CheckpointError(path, "its state is not a TwoStepState.")
+    key = ck.leaves[paths.index(".rng_key")]
+    if not _is_key_like(key):
+        raise CheckpointError(path, "its state has no valid PRNG key.")
+    scheme._setup(random.PRNGKey(0), args, kwargs)
+    changed = check_compatible(ck, scheme._checkpoint_structure(), scheme._checkpoint_options())
+    state = restore_state(ck, scheme._state_template(key, args, kwargs))
+    done = int(ck.meta["step"]) - int(ck.meta["run_start"])
+    if num_steps < done:
+        raise ValueError(
+            f"num_steps: the run in checkpoint {path} has already done {done} outer "
+            f"steps, more than num_steps={num_steps} (with resume, num_steps is the "
+            "total of the run, not the steps left)."
+        )
+    if changed:
+        warnings.warn(
+            f"{type(scheme).__name__}: resuming checkpoint {path} with other options ("
+            + "; ".join(changed)
+            + "); the result will differ from that of an uninterrupted run.",
+            VIEntropyWarning,
+            stacklevel=3,
+        )
+    record = RunRecord(
+        scheme,
+        run_start=int(state.step) - done,
+        done=done,
+        prior_info=dict(ck.info),
+        prior_trace=dict(ck.trace),
+        draws={k: jax.tree.map(jnp.asarray, d) for k, d in ck.draws.items()},
+        warned=set(ck.meta.get("warned", [])),
+        # The tracking cadence is the interrupted run's, so the trace continues it.
+        track_every=ck.meta.get("track_every"),
+    )
+    return state, record
+
+
+def check_state(scheme: TwoStepScheme, state: Any, rng_key: Any, args: tuple, kwargs: dict) -> None:
+    """``run``'s ``init_state`` must be a state of ``scheme``, for these model arguments.
+
+    Sets the scheme up (with ``rng_key``, or the state's key) and raises ``TypeError``
+    or ``ValueError`` naming what does not fit.
+    """
+    if not isinstance(state, TwoStepState):
+        raise TypeError(
+            "init_state: expected a TwoStepState (e.g. result.state of an earlier run), "
+            f"got {type(state).__name__}."
+        )
+    if not _is_key_like(state.rng_key):
+        raise TypeError("init_state: its rng_key is not a PRNG key.")
+    scheme._setup(rng_key if rng_key is not None else state.rng_key, args, kwargs)
+    template = scheme._state_template(state.rng_key, args, kwargs)
+    problem = describe_mismatch(leaf_signature(template), leaf_signature(state))
+    if problem is not None:
+        raise ValueError(f"init_state: {problem}.")
+
+
+def _is_key_like(x: Any) -> bool:
+    """A PRNG key, typed or raw (``_is_key`` above: typed only)."""
+    return hasattr(x, "dtype") and is_prng_key(x)

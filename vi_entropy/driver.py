@@ -31,7 +31,6 @@ import optax
 from jax import random
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
-from numpyro.util import is_prng_key
 
 from vi_entropy import _validation as check
 from vi_entropy import checkpoint as checkpoint_io
@@ -571,7 +570,7 @@ class TwoStepScheme:
         if init_state is not None and init_params is not None:
             raise ValueError("init_params: give either init_params or init_state, not both.")
         checkpoint = None if checkpoint is None else check.path("checkpoint", checkpoint)
-        source = _resume_source(resume, checkpoint)
+        source = checkpoint_io.resume_source(resume, checkpoint)
         if source is not None and (init_state is not None or init_params is not None):
             raise ValueError(
                 "resume: the state comes from the checkpoint; do not also give "
@@ -581,12 +580,12 @@ class TwoStepScheme:
             progress_bar, keep_draws, track_every, track_samples, checkpoint, checkpoint_every
         )
         if source is not None:
-            state, record = self._resume(source, num_steps, args, kwargs)
+            state, record = checkpoint_io.resume(self, source, num_steps, args, kwargs)
         else:
             if init_state is None:
                 state = self.init(rng_key, *args, init_params=init_params, **kwargs)
             else:
-                self._check_state(init_state, rng_key, args, kwargs)
+                checkpoint_io.check_state(self, init_state, rng_key, args, kwargs)
                 state = init_state
             record = RunRecord(self, run_start=int(state.step))
         record.num_steps = num_steps
@@ -668,7 +667,7 @@ class TwoStepScheme:
         out = self._track_jit(state, dynamic, static=static, num_samples=num_samples)
         return Estimate(out["regularized_loss"], out["regularized_loss_se"])
 
-    # -- checkpoints and state checks ---------------------------------------------------
+    # -- what checkpoints read of a scheme (resumption: vi_entropy.checkpoint) ------------
     def _checkpoint_structure(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this scheme."""
         model = getattr(self.model, "__qualname__", None) or type(self.model).__name__
@@ -690,50 +689,6 @@ class TwoStepScheme:
             "model_args": checkpoint_io.jsonable(self._built_for[1] if self._built_for else None),
         }
 
-    def _resume(
-        self, path: str, num_steps: int, args: tuple, kwargs: dict
-    ) -> tuple[TwoStepState, RunRecord]:
-        """Read, check and restore a checkpoint: its state and the run's record so far."""
-        ck = checkpoint_io.load(path)
-        paths = [leaf["path"] for leaf in ck.meta["state"]["leaves"]]
-        if ".rng_key" not in paths:
-            raise checkpoint_io.CheckpointError(path, "its state is not a TwoStepState.")
-        key = ck.leaves[paths.index(".rng_key")]
-        if not _is_key_like(key):
-            raise checkpoint_io.CheckpointError(path, "its state has no valid PRNG key.")
-        self._setup(random.PRNGKey(0), args, kwargs)
-        changed = checkpoint_io.check_compatible(
-            ck, self._checkpoint_structure(), self._checkpoint_options()
-        )
-        state = checkpoint_io.restore_state(ck, self._state_template(key, args, kwargs))
-        done = int(ck.meta["step"]) - int(ck.meta["run_start"])
-        if num_steps < done:
-            raise ValueError(
-                f"num_steps: the run in checkpoint {path} has already done {done} outer "
-                f"steps, more than num_steps={num_steps} (with resume, num_steps is the "
-                "total of the run, not the steps left)."
-            )
-        if changed:
-            warnings.warn(
-                f"{type(self).__name__}: resuming checkpoint {path} with other options ("
-                + "; ".join(changed)
-                + "); the result will differ from that of an uninterrupted run.",
-                VIEntropyWarning,
-                stacklevel=3,
-            )
-        record = RunRecord(
-            self,
-            run_start=int(state.step) - done,
-            done=done,
-            prior_info=dict(ck.info),
-            prior_trace=dict(ck.trace),
-            draws={k: jax.tree.map(jnp.asarray, d) for k, d in ck.draws.items()},
-            warned=set(ck.meta.get("warned", [])),
-            # The tracking cadence is the interrupted run's, so the trace continues it.
-            track_every=ck.meta.get("track_every"),
-        )
-        return state, record
-
     def _state_template(self, rng_key: Any, args: tuple, kwargs: dict) -> TwoStepState:
         """Shapes and dtypes of this scheme's state (traced once, not run or compiled)."""
         key = jax.ShapeDtypeStruct(jnp.shape(rng_key), rng_key.dtype)
@@ -749,23 +704,6 @@ class TwoStepScheme:
         template = TwoStepState(centre, inner, count, key, count, count)
         self._template = (cache_key, template)
         return template
-
-    def _check_state(self, state: Any, rng_key: Any, args: tuple, kwargs: dict) -> None:
-        """``init_state`` must be a state of this scheme, for these model arguments."""
-        if not isinstance(state, TwoStepState):
-            raise TypeError(
-                "init_state: expected a TwoStepState (e.g. result.state of an earlier run), "
-                f"got {type(state).__name__}."
-            )
-        if not _is_key_like(state.rng_key):
-            raise TypeError("init_state: its rng_key is not a PRNG key.")
-        self._setup(rng_key if rng_key is not None else state.rng_key, args, kwargs)
-        template = self._state_template(state.rng_key, args, kwargs)
-        problem = checkpoint_io.describe_mismatch(
-            checkpoint_io.leaf_signature(template), checkpoint_io.leaf_signature(state)
-        )
-        if problem is not None:
-            raise ValueError(f"init_state: {problem}.")
 
     def get_params(self, state: TwoStepState) -> dict[str, jax.Array]:
         """The centre ``x_k`` of ``state`` as a dict of constrained site values.
@@ -898,27 +836,6 @@ def _check_outer_optim(outer_optim: Any, alpha: float, owner: str) -> Any:
             "(optax.sgd(alpha * tau) is the damped step)."
         )
     return outer_optim
-
-
-def _resume_source(resume: Any, checkpoint: str | None) -> str | None:
-    """The checkpoint file ``run`` continues from, or ``None`` for a fresh run."""
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        if checkpoint is None:
-            raise ValueError(
-                "resume=True continues the run saved in `checkpoint`, but no checkpoint "
-                "path was given."
-            )
-        return checkpoint if os.path.exists(checkpoint) else None
-    path = check.path("resume", resume)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"resume: there is no checkpoint file {path!r}.")
-    return path
-
-
-def _is_key_like(x: Any) -> bool:
-    return hasattr(x, "dtype") and is_prng_key(x)
 
 
 def _init_keys(rng_key: Any) -> tuple:

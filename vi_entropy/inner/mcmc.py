@@ -20,7 +20,7 @@ import copy
 import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,16 +65,44 @@ def default_sa_state_size(dim: int) -> int:
     return int(max(4, min(2 * dim, 64)))
 
 
-_KERNEL_CLASSES = {
-    "nuts": NUTS,
-    "hmc": HMC,
-    "sa": SA,
-    "sgld": SGLD,
-    "pcn": PCN,
-    "elliptical_slice": EllipticalSlice,
+Rule = Callable[[str, object], object]
+
+
+class KernelEntry(NamedTuple):
+    """A sampler given by name: the kernel :func:`make_kernel` builds and its options.
+
+    ``make_kernel`` builds ``kernel(tilted_model, **{**defaults(dim), **sampler_kwargs})``;
+    :func:`check_sampler_kwargs` accepts the keyword arguments of ``kernel`` (but the
+    model and the tilt's reference) and checks them by ``rules`` and, for the names
+    ``rules`` does not have, by the options shared among the kernels.
+    """
+
+    kernel: type[MCMCKernel]
+    #: ``dim -> options`` used unless given (``dim``: unconstrained coordinates).
+    defaults: Callable[[int], dict[str, Any]] | None = None
+    #: Checks of this kernel's options (those of ``_OPTION_RULES`` apply to the rest).
+    rules: Mapping[str, Rule] | None = None
+
+
+def _sa_defaults(dim: int) -> dict[str, Any]:
+    # NumPyro's dense mass and 2d-point population are O(d²) memory.
+    return {"dense_mass": False, "adapt_state_size": default_sa_state_size(dim)}
+
+
+#: The kernel registry: local entropy's MCMC samplers by name.  A new sampler is its module
+#: and its entry here; ``SAMPLERS``, :func:`make_kernel`, :func:`check_sampler_kwargs`, the
+#: error messages and ``LocalEntropy(sampler=name)`` all read this table.
+KERNELS: dict[str, KernelEntry] = {
+    "nuts": KernelEntry(NUTS),
+    "hmc": KernelEntry(HMC),
+    "sa": KernelEntry(SA, _sa_defaults, {"dense_mass": check.flag}),
+    # Without a step size SGLD adapts one (and a preconditioner) in the warm-up.
+    "sgld": KernelEntry(SGLD, rules={"step_size": check.schedule}),
+    "pcn": KernelEntry(PCN),
+    "elliptical_slice": KernelEntry(EllipticalSlice),
 }
-#: Local entropy's samplers by name: the kernels above and importance sampling.
-SAMPLERS = (*_KERNEL_CLASSES, "importance")
+#: Local entropy's samplers by name: the registry's kernels and importance sampling.
+SAMPLERS = (*KERNELS, "importance")
 # Options a sampler given by name does not take from the user: within local entropy the
 # reference of pCN and elliptical slice is the tilt N(x_k, τI).
 _FIXED_OPTIONS = ("reference_loc", "reference_scale")
@@ -104,7 +132,8 @@ def _bool_or_groups(name: str, value: object) -> object:
     return value if isinstance(value, list) else check.flag(name, value)
 
 
-_OPTION_RULES: dict[str, Callable[[str, object], object]] = {
+# Checks of the options several kernels share (a kernel's own: its entry's ``rules``).
+_OPTION_RULES: dict[str, Rule] = {
     "step_size": check.positive_float,
     "target_accept_prob": check.open_unit_interval,
     "trajectory_length": _optional(check.positive_float),
@@ -126,11 +155,6 @@ _OPTION_RULES: dict[str, Callable[[str, object], object]] = {
     "rho_gain": lambda n, v: check.positive_float(n, v, allow_zero=True),
     "max_shrinks": lambda n, v: check.count(n, v, minimum=0),
 }
-# Rules that differ from the table above for one sampler.
-_SAMPLER_RULES: dict[str, dict[str, Callable[[str, object], object]]] = {
-    "sa": {"dense_mass": check.flag},
-    "sgld": {"step_size": check.schedule},
-}
 
 
 def check_sampler_kwargs(sampler: str, sampler_kwargs: object) -> dict[str, Any]:
@@ -146,13 +170,15 @@ def check_sampler_kwargs(sampler: str, sampler_kwargs: object) -> dict[str, Any]
             f"sampler_kwargs: expected a dict of options, got {type(sampler_kwargs).__name__}."
         )
     kw = dict(sampler_kwargs)
-    allowed = ("batch_size",) if sampler == "importance" else _options_of(_KERNEL_CLASSES[sampler])
+    entry = None if sampler == "importance" else KERNELS[sampler]
+    allowed = ("batch_size",) if entry is None else _options_of(entry.kernel)
     unknown = sorted(set(kw) - set(allowed), key=str)
     if unknown:
         raise ValueError(
             f"sampler_kwargs: sampler={sampler!r} takes only {sorted(allowed)}, got {unknown}."
         )
-    rules = {**_OPTION_RULES, **_SAMPLER_RULES.get(sampler, {})}
+    own = entry.rules if entry is not None and entry.rules is not None else {}
+    rules = {**_OPTION_RULES, **own}
     for name, value in kw.items():
         rule = rules.get(name)
         if rule is not None:
@@ -170,8 +196,8 @@ def make_kernel(
 ) -> MCMCKernel:
     """Build the kernel that samples ``tilted_model``.
 
-    ``sampler`` is a name (``"nuts"``, ``"hmc"``, ``"sa"``, ``"sgld"``, ``"pcn"``,
-    ``"elliptical_slice"``), a kernel built
+    ``sampler`` is a name of the registry :data:`KERNELS` (``"nuts"``, ``"hmc"``,
+    ``"sa"``, ``"sgld"``, ``"pcn"``, ``"elliptical_slice"``, ...), a kernel built
     on ``model`` (rebound with ``MCMCKernel.wrap_model``), or a factory
     ``model -> MCMCKernel`` such as ``functools.partial(NUTS, max_tree_depth=6)``.
 
@@ -186,7 +212,7 @@ def make_kernel(
     dim : int
         Number of unconstrained coordinates (sets SA's default population size).
     sampler_kwargs : dict
-        Options of a sampler given by name.
+        Options of a sampler given by name (over its entry's ``defaults``).
     tau0 : float or None
         Constant ``τ``, ``None`` for a schedule (kept for callers; SGLD without a
         ``step_size`` adapts one in the warm-up, whatever ``τ``).
@@ -210,26 +236,15 @@ def make_kernel(
     """
     kw = dict(sampler_kwargs)
     if isinstance(sampler, str):
-        name = sampler.lower()
-        if name == "nuts":
-            return NUTS(tilted_model, **kw)
-        if name == "hmc":
-            return HMC(tilted_model, **kw)
-        if name == "sa":
-            kw.setdefault("dense_mass", False)
-            kw.setdefault("adapt_state_size", default_sa_state_size(dim))
-            return SA(tilted_model, **kw)
-        if name == "sgld":
-            # Without a step size SGLD adapts one (and a preconditioner) in the warm-up.
-            return SGLD(tilted_model, **kw)
-        if name in ("pcn", "elliptical_slice"):
-            # The reference defaults to the tilt N(x_k, τI), read from the model kwargs.
-            return _KERNEL_CLASSES[name](tilted_model, **kw)
-        raise ValueError(
-            f"sampler: unknown name {sampler!r}; expected one of 'nuts', 'hmc', 'sa', "
-            "'sgld', 'pcn', 'elliptical_slice', 'importance', an MCMCKernel or a factory "
-            "model -> MCMCKernel."
-        )
+        entry = KERNELS.get(sampler.lower())
+        if entry is None:
+            raise ValueError(
+                f"sampler: unknown name {sampler!r}; expected one of "
+                f"{', '.join(map(repr, SAMPLERS))}, an MCMCKernel or a factory "
+                "model -> MCMCKernel."
+            )
+        defaults = entry.defaults(dim) if entry.defaults is not None else {}
+        return entry.kernel(tilted_model, **{**defaults, **kw})
     if kw:
         raise ValueError("sampler_kwargs: only used with a sampler given by name.")
     if isinstance(sampler, NumPyroSA) and not isinstance(sampler, SA):
