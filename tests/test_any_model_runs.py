@@ -1,5 +1,6 @@
 """Ordinary NumPyro models meet the package: concrete data, SGLD defaults, rejections
-said at once, ESS as ArviZ's, numpyro.param refused, and the small things on the way."""
+said at once, ESS as ArviZ's, and the small things on the way (numpyro.param sites and
+networks: tests/test_modules.py)."""
 
 from __future__ import annotations
 
@@ -203,21 +204,6 @@ def test_bulk_ess_agrees_with_arviz_and_is_never_negative(phi, chains, draws):
     assert np.all(ours >= 0)
     info = chain_diagnostics(type("D", (), {"values": x, "log_weights": None})())
     assert info["min_ess"] == pytest.approx(theirs.min(), rel=0.01)
-
-
-# -- 8. numpyro.param is refused -------------------------------------------------------------------
-def with_param(y=None):
-    loc = numpyro.param("loc", 0.0)
-    mu = numpyro.sample("mu", dist.Normal(loc, 1.0))
-    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-
-
-@pytest.mark.parametrize("make", [LocalEntropy, HeatRegularization])
-def test_a_numpyro_param_is_refused_with_its_name(make):
-    with pytest.raises(
-        ValueError, match=r"site 'loc' is a numpyro.param.*latent site with a prior"
-    ):
-        make(with_param, progress_bar=False).init(random.PRNGKey(0), 1.0)
 
 
 # -- 9. the smaller ones -------------------------------------------------------------------------

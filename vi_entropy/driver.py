@@ -54,6 +54,7 @@ from vi_entropy.observers import (
     RejectionWarner,
     RunRecord,
     Tracker,
+    _warn,
     track_losses,
 )
 from vi_entropy.sharding import BatchSharding
@@ -87,7 +88,11 @@ class TwoStepScheme:
     Parameters
     ----------
     model : callable
-        A NumPyro model with continuous latent sites.
+        A NumPyro model with continuous latent sites.  Its ``numpyro.param`` and
+        ``numpyro.mutable`` sites (a network's from ``numpyro.contrib.module``'s
+        ``random_flax_module``, ``random_nnx_module`` or ``random_eqx_module``) are held
+        at their initial values, as NumPyro's MCMC holds them, with a
+        :class:`VIEntropyWarning` naming those that enter the density.
     tau : float or callable, default 1e-2
         Variance ``τ`` of the Gaussian factor, or a schedule ``step -> τ`` (e.g. an Optax
         schedule), evaluated inside the compiled step.
@@ -252,6 +257,7 @@ class TwoStepScheme:
             return
         self.tilted.setup(rng_key, args, kwargs)
         self._warn_if_nothing_observed(args, kwargs)
+        self._warn_if_params_held()
         if self.jit_model_args is not False:
             tp = self.tilted
             err = needs_concrete_args(tp.potential, tp.dim, tp.dtype, tp.subsamples, args, kwargs)
@@ -300,6 +306,29 @@ class TwoStepScheme:
             stacklevel=4,
         )
 
+    def _warn_if_params_held(self) -> None:
+        """Warn when a ``numpyro.param`` or ``numpyro.mutable`` value enters the density.
+
+        Such sites are held at their initial values, as NumPyro's MCMC holds them (see
+        :class:`~vi_entropy.tilted.TiltedPosterior`).  The ``"<name>$params"`` site of
+        ``random_flax_module`` and its kin, whose value the sampled weights replace, does
+        not enter it and is not mentioned.
+        """
+        names = self.tilted.held_in_density
+        if not names:
+            return
+        trace = self.tilted.prototype_trace
+        sites = ", ".join(f"'{n}' (numpyro.{trace[n]['type']})" for n in names)
+        one = len(names) == 1
+        _warn(
+            f"{type(self).__name__}: the model's site{'' if one else 's'} {sites} "
+            f"{'enters' if one else 'enter'} its density and {'is' if one else 'are'} held "
+            f"at {'its' if one else 'their'} initial value{'' if one else 's'}, as "
+            "NumPyro's MCMC holds param and mutable sites: never trained, and a mutable "
+            "site's updates are dropped. To train a param, declare it as a latent site with "
+            f"a prior instead, e.g. numpyro.sample('{names[0]}', dist.Normal(0.0, 10.0))."
+        )
+
     def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, StaticArgs]:
         """The model arguments, traced or compiled in (see ``jit_model_args``), placed."""
         dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
@@ -320,7 +349,7 @@ class TwoStepScheme:
         if init_params is None:
             info = initialize_model(
                 key_init,
-                self.model,
+                self.tilted.held_model,
                 init_strategy=self.init_strategy,
                 model_args=args,
                 model_kwargs=kwargs,
@@ -784,7 +813,9 @@ class TwoStepScheme:
         -------
         dict
             ``"_vi_<site>_loc"`` (unconstrained centre of each latent site) and
-            ``"_vi_tau"``: prefixed, so they never meet the model's own site names.
+            ``"_vi_tau"``: prefixed, so they never meet the model's own site names; and
+            the values at which the model's ``numpyro.param``/``numpyro.mutable`` sites
+            were held, under their own names, so that the model predicts with them.
 
         Example
         -------
@@ -810,7 +841,8 @@ class TwoStepScheme:
         ((10,), (10, 3), (10, 3))
         """
         self._require_setup()
-        return self.guide.params(state.centre, self.tau_at(state.step, state.centre.dtype))
+        params = self.guide.params(state.centre, self.tau_at(state.step, state.centre.dtype))
+        return {**self.tilted.held_values, **params}
 
     def _require_setup(self) -> None:
         if self._built_for is None:

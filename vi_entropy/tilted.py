@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+from jax.extend.core import Var
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -201,10 +202,15 @@ def abstract_prototype(
     if any(_holds_tracer(info.transform) for info in sites.values()):
         return None
     for site in tr.values():
-        value = site.get("value")
-        if isinstance(value, jax.core.Tracer):
-            site["value"] = jax.ShapeDtypeStruct(value.shape, value.dtype)
+        # A tree for param and mutable sites (a network's weights).
+        site["value"] = jax.tree.map(_shape_of_tracer, site.get("value"))
     return tr, (sites, subsamples)
+
+
+def _shape_of_tracer(value: Any) -> Any:
+    if isinstance(value, jax.core.Tracer):
+        return jax.ShapeDtypeStruct(value.shape, value.dtype)
+    return value
 
 
 def _holds_tracer(transform: Any) -> bool:
@@ -232,6 +238,93 @@ def subsampled_plates(tr: Mapping[str, Any]) -> set[str]:
     }
 
 
+#: Site types NumPyro's MCMC holds at their values in one trace of the model (not latent).
+HELD_TYPES = ("param", "mutable")
+
+
+def held_sites(tr: Mapping[str, Any]) -> list[str]:
+    """Names of the ``numpyro.param`` and ``numpyro.mutable`` sites in the trace ``tr``.
+
+    ``numpyro.contrib.module``'s ``random_flax_module``, ``random_nnx_module`` and
+    ``random_eqx_module`` always make one (``"<name>$params"``, and ``"<name>$state"``
+    for Flax's mutable state such as batch statistics).
+    """
+    return [name for name, site in tr.items() if site["type"] in HELD_TYPES]
+
+
+def hold(model: Callable, values: Mapping[str, Any]) -> Callable:
+    """``model`` with its param and mutable sites held at ``values`` (as NumPyro's MCMC).
+
+    NumPyro's ``initialize_model`` substitutes the values of one trace into these sites;
+    so does this, and it also hides them from the handlers around the model, so that an
+    ``SVI`` fit (heat regularization's step 2) does not train them and a kernel's own
+    trace finds none to replace.  ``substitute`` hands each call a copy of a mutable
+    site's dict, so a network's updates of its state never reach ``values``.
+
+    Example
+    -------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     loc = numpyro.param("loc", 0.0)
+    ...     numpyro.sample("x", dist.Normal(loc, 1.0))
+    >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(hold(model, {"loc": 3.0}), 0))
+    >>> sorted(tr.get_trace()), tr.get_trace()["x"]["fn"].loc
+    (['x'], 3.0)
+    """
+    if not values:
+        return model
+    names = frozenset(values)
+    return handlers.block(
+        handlers.substitute(model, data=dict(values)),
+        hide_fn=lambda msg: msg["type"] in HELD_TYPES and msg["name"] in names,
+    )
+
+
+def held_values(
+    model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], names: list[str]
+) -> dict[str, Any]:
+    """The values of the sites ``names`` in one trace of ``model`` seeded with key 0.
+
+    Key 0, not the run's: a scheme sets up once per signature of its arguments (and with
+    key 0 when it resumes), so the held values cannot follow the run's key.  The trace is
+    compiled (run eagerly, a network's initialization compiles op by op, seconds), and
+    eager when the model needs concrete arguments or holds values that are no arrays.
+    """
+    key = jax.random.PRNGKey(0)
+    dynamic, static = partition_args(model_args, model_kwargs)
+
+    def values(dynamic: list) -> dict[str, Any]:
+        args, kwargs = merge_args(dynamic, static)
+        tr = trace_model(model, args, kwargs, key)
+        return {name: tr[name]["value"] for name in names}
+
+    try:
+        return jax.jit(values)(dynamic)
+    except Exception:  # noqa: BLE001 - the eager trace raises the model's own error
+        tr = trace_model(model, model_args, model_kwargs, key)
+        return {name: tr[name]["value"] for name in names}
+
+
+def reaching(fn: Callable[[dict[str, Any]], jax.Array], values: Mapping[str, Any]) -> list[str]:
+    """The names in ``values`` whose value ``fn(values)`` depends on, read off its jaxpr.
+
+    A dependency is a path from an input to the output through the jaxpr's equations
+    (nested jaxprs count as a whole).  A network's initial weights that only give shapes
+    to sampled ones do not reach it.  If ``fn`` cannot be traced with ``values`` as
+    inputs (Python control flow on them, values that are no arrays), every name counts.
+    """
+    try:
+        jaxpr = jax.make_jaxpr(fn)(dict(values)).jaxpr
+    except Exception:  # noqa: BLE001 - cannot tell, so say all of them
+        return sorted(values)
+    live = {v for v in jaxpr.outvars if isinstance(v, Var)}
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or not live.isdisjoint(eqn.outvars):
+            live.update(v for v in eqn.invars if isinstance(v, Var))
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(dict(values))[0]]
+    return sorted({path[0].key for path, v in zip(paths, jaxpr.invars, strict=True) if v in live})
+
+
 def inspect_model(
     model: Callable,
     model_args: tuple,
@@ -242,10 +335,11 @@ def inspect_model(
     """Trace ``model`` once (or read the trace ``tr``) and describe its latent sites.
 
     Returns ``(sites, subsamples)``: the latent sites' :class:`SiteInfo` and whether the
-    model subsamples a plate.  Raises
+    model subsamples a plate.  ``numpyro.param`` and ``numpyro.mutable`` sites are not
+    latent: they are held at their initial values (:func:`held_sites`).  Raises
     ``ValueError`` for models this package cannot tilt: discrete latent sites (enumerated
-    or not), ``numpyro.param`` sites, no latent sites, latent sites local to a subsampled
-    plate, or supports without a bijection.
+    or not), no latent sites, latent sites local to a subsampled plate, or supports
+    without a bijection.
     """
     if tr is None:
         tr = trace_model(model, model_args, model_kwargs, rng_key)
@@ -254,15 +348,7 @@ def inspect_model(
     for name, site in tr.items():
         if site["type"] == "plate":
             continue
-        if site["type"] == "param":
-            raise ValueError(
-                f"model: site '{name}' is a numpyro.param; local entropy and heat "
-                "regularization train the latent sample sites only, and would leave it at "
-                "its initial value. Declare it as a latent site with a prior instead, e.g. "
-                f"numpyro.sample('{name}', dist.Normal(0.0, 10.0)) (or "
-                "dist.ImproperUniform(support, (), event_shape) for a flat prior)."
-            )
-        if not _is_latent(site):
+        if not _is_latent(site):  # param and mutable sites are held (see held_sites)
             continue
         fn = site["fn"]
         if fn.support.is_discrete:
@@ -318,6 +404,14 @@ class TiltedPosterior:
     ``model_kwargs`` builds the keyword arguments of :attr:`tilted_model` for a centre and
     ``τ``.
 
+    ``numpyro.param`` and ``numpyro.mutable`` sites (the ``"<name>$params"`` site of
+    ``numpyro.contrib.module.random_flax_module`` and its kin) are held at their values in
+    one trace of the model seeded with key 0, as NumPyro's MCMC holds them:
+    ``held_values`` keeps them, ``held_model`` is the model that holds them (see
+    :func:`hold`; every density here is that model's), and ``held_in_density`` names
+    those the potential depends on (a network's initial weights, replaced by sampled
+    ones, do not).
+
     Example
     -------
     >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -337,8 +431,9 @@ class TiltedPosterior:
     def __init__(self, model: Callable, beta: float = 1.0) -> None:
         self.model = model
         self.beta = float(beta)
-        self.scaled_model = model if self.beta == 1.0 else handlers.scale(model, scale=self.beta)
-        self.tilted_model = tilt_model(model, self.beta)
+        self._bind(model)
+        self.held_values: dict[str, Any] = {}
+        self.held_in_density: list[str] = []
         self.sites: dict[str, SiteInfo] = {}
         self.subsamples = False
         #: The trace of :meth:`setup` (NumPyro's autoguides call it the prototype trace).
@@ -348,6 +443,12 @@ class TiltedPosterior:
         self.dtype: Any = None
 
     # -- set-up -------------------------------------------------------------------------
+    def _bind(self, model: Callable) -> None:
+        """Build the densities on ``model`` (the user's, or it with param sites held)."""
+        self.held_model = model
+        self.scaled_model = model if self.beta == 1.0 else handlers.scale(model, scale=self.beta)
+        self.tilted_model = tilt_model(model, self.beta)
+
     def setup(self, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
         """Trace the model once and record its latent sites.
 
@@ -373,6 +474,26 @@ class TiltedPosterior:
         self._unravel = unravel[0]
         self.dim = int(flat.shape[0])
         self.dtype = flat.dtype
+        self._hold_params(model_args, model_kwargs)
+
+    def _hold_params(self, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
+        """Hold the param and mutable sites at their values in one trace (key 0)."""
+        assert self.prototype_trace is not None
+        names = held_sites(self.prototype_trace)
+        if not names:
+            self.held_values, self.held_in_density = {}, []
+            if self.held_model is not self.model:  # set up before with other arguments
+                self._bind(self.model)
+            return
+        self.held_values = held_values(self.model, model_args, model_kwargs, names)
+        seeded = handlers.seed(self.model, rng_seed=0)  # a key for subsampled plates
+
+        def potential(values: dict[str, Any]) -> jax.Array:
+            u = self.unravel(jnp.zeros(self.dim, self.dtype))
+            return potential_energy(hold(seeded, values), model_args, dict(model_kwargs), u)
+
+        self.held_in_density = reaching(potential, self.held_values)
+        self._bind(hold(self.model, self.held_values))
 
     @property
     def inv_transforms(self) -> dict[str, Any]:
@@ -403,7 +524,7 @@ class TiltedPosterior:
         ones (``theta`` beside ``theta_decentered`` under ``LocScaleReparam``).  Under
         ``jax.vmap`` it maps a batch of draws.
         """
-        model = handlers.seed(self.model, rng_seed=0)  # a key for subsampled plates
+        model = handlers.seed(self.held_model, rng_seed=0)  # a key for subsampled plates
         return constrain_fn(
             model, model_args, dict(model_kwargs), self.unravel(flat), return_deterministic=True
         )
