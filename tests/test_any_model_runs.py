@@ -105,7 +105,11 @@ def test_sgld_defaults_train_a_regression_with_a_noise_scale():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5)).astype(np.float32)
     y = (X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(size=200)).astype(np.float32)
-    le = LocalEntropy(regression, tau=0.05, sampler="sgld", progress_bar=False)
+    # The default step (from the curvature, followed as the noise scale settles) with
+    # 4 chains × 50 draws, so that the last centre's Monte Carlo error is small.
+    le = LocalEntropy(
+        regression, tau=0.05, sampler="sgld", num_chains=4, num_samples=50, progress_bar=False
+    )
     result = le.run(random.PRNGKey(0), 10, X, y, track_every=3)
     assert int(result.info["num_rejected_total"][-1]) == 0
     loss = result.trace["loss"]
@@ -116,7 +120,8 @@ def test_sgld_defaults_train_a_regression_with_a_noise_scale():
     sigma_hat = np.std(y - X @ w_hat)
     assert np.max(np.abs(np.asarray(result.params["w"]) - w_hat)) < 0.1
     assert abs(float(result.params["sigma"]) - sigma_hat) < 0.1
-    assert np.all(result.info["step_size"] > 0)  # adapted, then kept
+    step = result.info["step_size"]
+    assert np.all(step > 0) and step[-1] > 10 * step[0]  # followed the curvature as σ grew
 
 
 def test_sgld_defaults_sample_a_gaussian_mean_in_mcmc():
@@ -166,8 +171,9 @@ def test_the_first_rejection_of_a_run_warns_once_with_advice():
     said = [w for w in seen if issubclass(w.category, VIEntropyWarning)]
     assert len(said) == 1
     text = str(said[0].message)
-    assert "outer step 0 was rejected" in text and "non-finite draws" in text
-    assert "lower the inner sampler's step size" in text and "max_rejections=4" in text
+    # The chains blew up until every move overflowed: SGLD refused them all, stuck.
+    assert "outer step 0 was rejected" in text and "a chain was stuck" in text
+    assert "SGLD: lower its step size" in text and "max_rejections=4" in text
 
 
 def test_update_warns_once_per_kind_of_fault():
@@ -244,7 +250,7 @@ def test_monotonicity_under_a_tau_schedule_says_why_it_skips():
     assert "nothing could be compared" in str(monotonicity(trace))
 
 
-def test_an_unconverged_svi_fit_is_reported_and_warned_about_once():
+def test_an_unconverged_svi_fit_is_named_when_the_run_ends_still_moving():
     def model(y=None):
         mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
         with numpyro.plate("data", 20):
@@ -252,11 +258,15 @@ def test_an_unconverged_svi_fit_is_reported_and_warned_about_once():
 
     y = np.full(20, 3.0, np.float32)
     short = HeatRegularization(model, 0.1, num_inner_steps=3, progress_bar=False)
-    with pytest.warns(VIEntropyWarning, match=r"stopped far from its optimum.*num_inner_steps") as seen:  # fmt: skip
-        result = short.run(random.PRNGKey(0), 3, y, init_params={"mu": -3.0})
-    assert len([w for w in seen if "optimum" in str(w.message)]) == 1
+    with pytest.warns(VIEntropyWarning, match=r"ended still moving.*inner_gap.*num_inner_steps=3") as seen:  # fmt: skip
+        result = short.run(random.PRNGKey(0), 10, y, init_params={"mu": -3.0})
+    assert len([w for w in seen if "still moving" in str(w.message)]) == 1
     assert np.all(result.info["inner_gap"] > 1)
     # Converged (a larger learning rate): small gaps, no warning.
     long = HeatRegularization(model, 0.1, optim=optax.adam(0.1), progress_bar=False)
-    result = long.run(random.PRNGKey(0), 3, y, init_params={"mu": -3.0})
-    assert np.all(result.info["inner_gap"] < 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VIEntropyWarning)
+        result = long.run(random.PRNGKey(0), 10, y, init_params={"mu": -3.0})
+    # A converged fit's gap is about 0.3 or less; each is estimated from 16 draws, so the
+    # run's median is what the warning reads.
+    assert np.median(result.info["inner_gap"]) < 0.3

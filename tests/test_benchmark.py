@@ -99,7 +99,9 @@ def test_quick_run_has_the_protocols_shape(quick):
     # The cost counts: SGD one gradient an update, the LE/HR methods their inner steps.
     final = {r["method"]: r for r in runs if r["phase"] == "final"}
     assert final["sgd"]["grad_evals"] == 20
-    assert final["entropy-sgd"]["grad_evals"] == 20 * 5  # --quick: 5 SGLD steps an update
+    # --quick: 5 SGLD steps an update, and the gradient at the chain's point for the new
+    # centre (from which its first proposal is made).
+    assert final["entropy-sgd"]["grad_evals"] == 20 * (5 + 1)
     # 3 SVI steps × 2 particles, and the fit's inner_gap diagnostic (GAP_PARTICLES each).
     assert final["hr-svi"]["grad_evals"] == 20 * (3 + GAP_PARTICLES) * 2
     assert "sgd" in proc.stdout and "summary.json" in proc.stdout

@@ -144,9 +144,10 @@ LE_OPTIONS = {
     "alpha": st.one_of(outside_unit, not_a_number),
     "ema_decay": st.one_of(outside_unit, not_a_number),
     "ess_threshold": st.one_of(outside_unit, st.text(max_size=3), st.booleans()),
-    "num_chains": not_a_count(1),
-    "num_samples": not_a_count(1),
-    "num_warmup": not_a_count(0),
+    # None: the sampler's default (see local_entropy.SAMPLER_DEFAULTS).
+    "num_chains": not_a_count(1).filter(lambda v: v is not None),
+    "num_samples": not_a_count(1).filter(lambda v: v is not None),
+    "num_warmup": not_a_count(0).filter(lambda v: v is not None),
     "thinning": not_a_count(1),
     "max_rejections": not_a_count(1),
     "averaging": not_one_of(("arithmetic", "exponential")),
@@ -158,7 +159,7 @@ HR_OPTIONS = {
     "tau": st.one_of(not_positive, not_a_number),
     "num_inner_steps": not_a_count(1),
     "num_particles": not_a_count(1),
-    "gain": st.one_of(not_positive, not_a_number),
+    "gain": st.one_of(not_positive, not_a_number.filter(lambda v: v is not None)),  # None: scaled
     "gain_t0": st.one_of(not_positive, not_a_number),
     "gain_kappa": st.one_of(not_positive, st.floats(0.0, 0.5), st.floats(min_value=1.01)),
     "method": not_one_of(("svi", "robbins_monro")),
@@ -206,7 +207,8 @@ SAMPLER_OPTIONS = {
     ("hmc", "trajectory_length"): st.one_of(not_positive, st.text(max_size=2)),
     ("sa", "adapt_state_size"): st.one_of(st.integers(max_value=1), st.floats()),
     ("sa", "dense_mass"): not_a_flag,
-    ("sgld", "step_size"): st.one_of(not_positive, st.text(max_size=2), st.none()),
+    # None: adapted in the warm-up; "curvature" (longer than 2): the default.
+    ("sgld", "step_size"): st.one_of(not_positive, st.text(max_size=2)),
     ("sgld", "noise_scale"): st.one_of(st.floats(max_value=0.0, exclude_max=True), not_a_number),
     ("importance", "batch_size"): st.one_of(st.integers(max_value=0), st.floats(), st.text()),
 }

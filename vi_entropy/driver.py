@@ -48,6 +48,7 @@ from vi_entropy.model_args import (
 )
 from vi_entropy.observers import (
     Checkpointer,
+    ConvergenceCheck,
     DrawKeeper,
     FaultGuard,
     Progress,
@@ -328,6 +329,18 @@ class TwoStepScheme:
             "site's updates are dropped. To train a param, declare it as a latent site with "
             f"a prior instead, e.g. numpyro.sample('{names[0]}', dist.Normal(0.0, 10.0))."
         )
+
+    def _stall_advice(self, info: Mapping[str, Any]) -> list[str]:
+        """What to change when a run ended still moving (see
+        :class:`~vi_entropy.observers.ConvergenceCheck`); schemes add their own first."""
+        tau = f"tau={self.tau0:g}" if self.tau0 is not None else "the tau schedule"
+        return [
+            "more outer steps",
+            f"a larger tau (now {tau}; it is a variance on the unconstrained scale: the "
+            "centre moves about tau |grad f| per step, see 'Choosing tau' in the docs)",
+            "an outer optimizer (outer_optim=optax.adam(...)) to move the centre along "
+            "the scheme's direction",
+        ]
 
     def _partition(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[list, StaticArgs]:
         """The model arguments, traced or compiled in (see ``jit_model_args``), placed."""
@@ -649,6 +662,7 @@ class TwoStepScheme:
             DrawKeeper(keep_draws),
             Tracker(track_every, track_samples),
             FaultGuard(),
+            ConvergenceCheck(track_samples),
         ]
         if checkpoint is not None:
             observers.append(Checkpointer(checkpoint, every))

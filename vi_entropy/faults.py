@@ -19,7 +19,9 @@ flag                      raised when
                           diverged and it never left its starting point (kernels that
                           report divergences: NUTS, HMC, SA), so its draws say nothing
                           about the tilted posterior (typically a step size adapted for
-                          a larger ``τ`` than the current one)
+                          a larger ``τ`` than the current one); or SGLD refused every
+                          proposal of the step's last quarter (a non-finite potential
+                          or gradient at each: the chain blew up, or sits at a NaN cliff)
 ``ZERO_WEIGHTS``          importance sampling: every weight is zero (``f`` infinite or
                           NaN at all proposals) or some weight is infinite (``f = −∞``)
 ``NONFINITE_LOSS``        SVI: the loss of the last inner step is not finite
@@ -56,7 +58,10 @@ _DESCRIPTIONS = {
         "the inner sampler's or optimizer's state became non-finite "
         "(potential energy, gradient or parameters)"
     ),
-    Fault.DIVERGENT_CHAIN: "a chain was stuck (every transition diverged, it never moved)",
+    Fault.DIVERGENT_CHAIN: (
+        "a chain was stuck (every transition diverged and it never moved, or SGLD refused "
+        "all its last proposals)"
+    ),
     Fault.ZERO_WEIGHTS: "all importance weights were zero (or one was infinite)",
     Fault.NONFINITE_LOSS: "the SVI loss of the last inner step was not finite",
     Fault.BAD_TAU: "the tau schedule gave a value that is not finite and positive",
@@ -66,8 +71,8 @@ _DESCRIPTIONS = {
 _ADVICE = {
     Fault.NONFINITE_PROPOSAL: "lower tau, alpha, the Robbins-Monro gain or the learning rate",
     Fault.NONFINITE_DRAWS: (
-        "lower the inner sampler's step size (sampler_kwargs['step_size']; SGLD without "
-        "one adapts it in the warm-up: give num_warmup > 0)"
+        "lower the inner sampler's step size (sampler_kwargs['step_size']; SGLD: "
+        "sampler_kwargs['step_scale'], or step_size=None to adapt it in the warm-up)"
     ),
     Fault.NONFINITE_STATE: (
         "look for parameter values where the model's potential or its gradient is NaN or "
@@ -75,7 +80,8 @@ _ADVICE = {
     ),
     Fault.DIVERGENT_CHAIN: (
         "re-adapt the step size (readapt=True, needed when tau shrinks), or use more "
-        "warm-up (num_warmup)"
+        "warm-up (num_warmup); SGLD: lower its step size (sampler_kwargs['step_scale'] "
+        "or ['step_size'])"
     ),
     Fault.ZERO_WEIGHTS: (
         "the potential is NaN or infinite around the centre: check the model and data, or lower tau"

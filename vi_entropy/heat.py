@@ -7,9 +7,10 @@ step of size ``τ`` on the heat-regularized loss ``f_τ(x) = E_{N(x, τI)}[f]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import numpyro.optim
 import optax
 
@@ -17,7 +18,7 @@ from vi_entropy import _validation as check
 from vi_entropy._numpyro_compat import is_numpyro_optimizer
 from vi_entropy.driver import TwoStepScheme
 from vi_entropy.inner.rm import ESTIMATORS, RobbinsMonroFit
-from vi_entropy.inner.svi import SVIFit
+from vi_entropy.inner.svi import INNER_GAP_THRESHOLD, SVIFit
 
 METHODS = ("svi", "robbins_monro")
 # Other names of the methods: "rm" is how the docs and the paper abbreviate Robbins-Monro.
@@ -55,8 +56,15 @@ class HeatRegularization(TwoStepScheme):
         SVI steps, or Robbins-Monro iterations, per outer step.
     num_particles : int, default 8
         Draws of ``N(m, τI)`` per inner step (ELBO particles; RM gradient samples).
-    gain, gain_t0, gain_kappa : float, defaults 0.5, 10.0, 0.6
-        Robbins-Monro gains ``a_j = gain · τ · (1 + j/gain_t0)^(−gain_kappa)``.
+    gain : float, optional
+        Robbins-Monro gains ``a_j = gain · τ · (1 + j/gain_t0)^(−gain_kappa)``.  By
+        default ``a_j = 0.5 · τ/(1 + τ λ) · (1 + j/gain_t0)^(−gain_kappa)``, with ``λ`` the
+        top eigenvalue of ``∇²f`` estimated by power iteration (and followed from step to
+        step): stable whatever ``τ λ``, where a fixed gain diverges once ``τ λ > 3``.
+        Either way a fit that diverges is run again with smaller gains (see
+        :class:`~vi_entropy.inner.rm.RobbinsMonroFit`).
+    gain_t0, gain_kappa : float, defaults 10.0, 0.6
+        The decay of the gains.
     estimator : {"gradient", "gradient_free"}, default "gradient"
         Robbins-Monro estimate of ``∇f_τ``: reparameterized gradients, or Stein's
         identity with forward evaluations only.
@@ -99,7 +107,7 @@ class HeatRegularization(TwoStepScheme):
         optim: Any = None,
         num_inner_steps: int = 100,
         num_particles: int = 8,
-        gain: float = 0.5,
+        gain: float | None = None,
         gain_t0: float = 10.0,
         gain_kappa: float = 0.6,
         estimator: str = "gradient",
@@ -123,7 +131,7 @@ class HeatRegularization(TwoStepScheme):
         self.optim = optim
         self.num_inner_steps = check.count("num_inner_steps", num_inner_steps)
         self.num_particles = check.count("num_particles", num_particles)
-        self.gain = check.positive_float("gain", gain)
+        self.gain = None if gain is None else check.positive_float("gain", gain)
         self.gain_t0 = check.positive_float("gain_t0", gain_t0)
         self.gain_kappa = check.positive_float("gain_kappa", gain_kappa)
         if not 0.5 < self.gain_kappa <= 1.0:
@@ -149,6 +157,22 @@ class HeatRegularization(TwoStepScheme):
             self.estimator,
             self.batch_sharding,
         )
+
+    def _stall_advice(self, info: Mapping[str, Any]) -> list[str]:
+        advice = super()._stall_advice(info)
+        gap = float(np.nanmedian(np.asarray(info.get("inner_gap", np.nan))))
+        if self.method == "svi" and gap > INNER_GAP_THRESHOLD:
+            advice.insert(
+                0,
+                f"more SVI steps per outer step or a larger learning rate: the fit stopped "
+                f"short of its optimum (median info['inner_gap'] {gap:.2g} > "
+                f"{INNER_GAP_THRESHOLD:g}), so each step moved the centre less than heat "
+                f"regularization prescribes (num_inner_steps={self.num_inner_steps}, "
+                "optim=numpyro.optim.Adam(...))",
+            )
+        if self.method == "robbins_monro":
+            advice.insert(1, "a larger gain (gain=...)")
+        return advice
 
     def _checkpoint_structure(self) -> dict[str, Any]:
         optim = None if self.method != "svi" else type(self.optim).__name__

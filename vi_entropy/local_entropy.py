@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import optax
 from numpyro.infer.mcmc import MCMCKernel
 
@@ -21,6 +22,15 @@ from vi_entropy.driver import TwoStepScheme
 from vi_entropy.inner.averaging import AVERAGING
 from vi_entropy.inner.importance import ImportanceSampler
 from vi_entropy.inner.mcmc import SAMPLERS, MCMCSampler, check_sampler_kwargs, make_kernel
+
+#: Defaults of ``num_chains``, ``num_samples`` and ``num_warmup`` per sampler (``None``:
+#: all others).  SGLD's are Entropy-SGD's, and what trains a network at the fewest
+#: gradients: one chain of 20 steps per update, no warm-up (its step size comes from
+#: the curvature; see ``docs/choosing.md``).
+SAMPLER_DEFAULTS: dict[str | None, dict[str, int]] = {
+    None: {"num_chains": 4, "num_samples": 50, "num_warmup": 100},
+    "sgld": {"num_chains": 1, "num_samples": 20, "num_warmup": 0},
+}
 
 
 class LocalEntropy(TwoStepScheme):
@@ -47,14 +57,18 @@ class LocalEntropy(TwoStepScheme):
         tilted posterior's Gaussian factor and do not degrade with the dimension as
         SA and importance sampling do; or a kernel built on ``model`` (e.g.
         ``NUTS(model, max_tree_depth=6)``), or a factory ``model -> MCMCKernel``.
-    num_chains : int, default 4
-        Vectorized chains (MCMC samplers; ignored by importance sampling).
-    num_samples : int, default 50
-        Draws per chain and outer step (the SGLD inner steps; the importance proposals).
-    num_warmup : int, default 100
+    num_chains : int, optional
+        Vectorized chains (MCMC samplers; ignored by importance sampling).  Default 4;
+        1 for ``"sgld"`` (see :data:`SAMPLER_DEFAULTS`).
+    num_samples : int, optional
+        Draws per chain and outer step (the SGLD inner steps; the importance
+        proposals).  Default 50; 20 for ``"sgld"`` (Entropy-SGD's ``L``).
+    num_warmup : int, optional
         Warm-up transitions run once in :meth:`init` (adaptation of NUTS/HMC step size
-        and mass matrix, of pCN's ``ρ``; burn-in for SGLD/SA/elliptical slice); every
-        outer step with ``readapt=True``.
+        and mass matrix, of pCN's ``ρ``, of SGLD's step size when it is ``None``;
+        burn-in for SA/elliptical slice); every outer step with ``readapt=True``.
+        Default 100; 0 for ``"sgld"`` with its default step size (nothing to adapt:
+        the chain starts at the centre, where the tilted posterior has its mass).
     thinning : int, default 1
         Keep every ``thinning``-th transition.
     readapt : bool, default False
@@ -64,10 +78,13 @@ class LocalEntropy(TwoStepScheme):
     sampler_kwargs : dict, optional
         Options for a sampler given by name: NumPyro's ``NUTS``/``HMC`` arguments;
         ``SA``'s ``adapt_state_size`` (default ``min(2d, 64)``) and ``dense_mass``
-        (default ``False``); :class:`~vi_entropy.inner.SGLD`'s ``step_size``
-        (default: adapted, with a diagonal mass matrix, during the warm-up, as NUTS
-        adapts its own), ``noise_scale`` (default 1) and ``target_accept_prob`` of that
-        adaptation (default 0.95); :class:`~vi_entropy.PCN`'s
+        (default ``False``); :class:`~vi_entropy.inner.SGLD`'s ``step_size`` (default
+        ``"curvature"``: ``step_scale / λ`` with ``λ`` the top Hessian eigenvalue of
+        the tilted potential at the start, ``step_scale`` default 0.5; ``None``
+        adapts it with a diagonal mass matrix during the warm-up, as NUTS adapts its
+        own, for ordinary models where that samples more accurately), ``noise_scale``
+        (default 1) and ``target_accept_prob`` of that adaptation (default 0.95);
+        :class:`~vi_entropy.PCN`'s
         ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25),
         ``adapt_rho`` (during warm-up, default ``True``) and ``rho_gain`` (keep adapting
         after warm-up, default 0); :class:`~vi_entropy.EllipticalSlice`'s
@@ -139,9 +156,9 @@ class LocalEntropy(TwoStepScheme):
         tau: float | Callable[[Any], Any] = 1e-2,
         *,
         sampler: str | MCMCKernel | Callable[[Callable], MCMCKernel] = "nuts",
-        num_chains: int = 4,
-        num_samples: int = 50,
-        num_warmup: int = 100,
+        num_chains: int | None = None,
+        num_samples: int | None = None,
+        num_warmup: int | None = None,
         thinning: int = 1,
         readapt: bool = False,
         sampler_kwargs: Mapping[str, Any] | None = None,
@@ -171,6 +188,10 @@ class LocalEntropy(TwoStepScheme):
                 f"to the kernel itself, got {sorted(sampler_kwargs)}."
             )
         self.sampler = sampler
+        defaults = _sampler_defaults(sampler, sampler_kwargs)
+        num_chains = defaults["num_chains"] if num_chains is None else num_chains
+        num_samples = defaults["num_samples"] if num_samples is None else num_samples
+        num_warmup = defaults["num_warmup"] if num_warmup is None else num_warmup
         self.num_chains = check.count("num_chains", num_chains)
         self.num_samples = check.count("num_samples", num_samples)
         self.num_warmup = check.count("num_warmup", num_warmup, minimum=0)
@@ -220,8 +241,8 @@ class LocalEntropy(TwoStepScheme):
             Of the outer SGD; default ``0.1 τ``: with momentum 0.9, about a full step to
             ``μ`` per update once the momentum builds up.
         step_size : float, optional
-            Of the SGLD steps on ``f``; default: adapted during a warm-up, as
-            :class:`~vi_entropy.SGLD` does (then ``num_warmup`` applies, default 100).
+            Of the SGLD steps on ``f``; default: ``0.5 / λ``, ``λ`` the top Hessian
+            eigenvalue of the tilted potential at the start (SGLD's ``"curvature"``).
         num_steps, noise_scale, ema_decay, scoping, momentum
             ``L = 20``, 0.01, ``α = 0.75``, ``γ_1 = 10⁻³``, 0.9: the authors' values.
         **kwargs
@@ -251,7 +272,6 @@ class LocalEntropy(TwoStepScheme):
         sampler_kwargs = {"noise_scale": noise_scale}
         if step_size is not None:
             sampler_kwargs["step_size"] = check.positive_float("step_size", step_size)
-            kwargs.setdefault("num_warmup", 0)
         schedule = optax.exponential_decay(
             tau,
             transition_steps=1,
@@ -297,6 +317,17 @@ class LocalEntropy(TwoStepScheme):
             self.ema_decay,
         )
 
+    def _stall_advice(self, info: Mapping[str, Any]) -> list[str]:
+        advice = super()._stall_advice(info)
+        if self.sampler == "sgld" and "step_size" in info:
+            step = float(np.nanmean(np.asarray(info["step_size"])))
+            advice.insert(
+                1,
+                f"a larger SGLD step (now about {step:.2g}: "
+                "sampler_kwargs={'step_scale': ...} or {'step_size': ...})",
+            )
+        return advice
+
     def _checkpoint_structure(self) -> dict[str, Any]:
         sampler = self.sampler if isinstance(self.sampler, str) else jsonable(self.sampler)
         if isinstance(self.sampler, MCMCKernel):
@@ -318,3 +349,14 @@ class LocalEntropy(TwoStepScheme):
             "averaging": self.averaging,
             "ema_decay": self.ema_decay,
         }
+
+
+def _sampler_defaults(sampler: Any, sampler_kwargs: Mapping[str, Any] | None) -> dict[str, int]:
+    """:data:`SAMPLER_DEFAULTS` for ``sampler``; SGLD asked to adapt its step size
+    (``step_size=None``) gets the others' warm-up, in which it adapts."""
+    name = sampler if isinstance(sampler, str) else None
+    defaults = dict(SAMPLER_DEFAULTS.get(name, SAMPLER_DEFAULTS[None]))
+    if name == "sgld" and "step_size" in (sampler_kwargs or {}):
+        if (sampler_kwargs or {})["step_size"] is None:
+            defaults["num_warmup"] = SAMPLER_DEFAULTS[None]["num_warmup"]
+    return defaults

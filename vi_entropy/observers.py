@@ -14,7 +14,9 @@ of.  The observers of ``run``:
 - :class:`FaultGuard` - the scheme's warnings (once per run), the first rejection said at
   once, :class:`~vi_entropy.types.RejectedStepsError` after ``max_rejections``;
 - :class:`Checkpointer` - saves every ``checkpoint_every`` steps, at the end and on
-  ``KeyboardInterrupt``.
+  ``KeyboardInterrupt``;
+- :class:`ConvergenceCheck` - at the end, warns when the run was still moving steadily
+  (not converged) or when the tracked regularized loss rests on one or two draws.
 
 ``update`` without observers uses :class:`RejectionWarner` (a rejected step warns once
 per kind of fault and scheme, one call late).
@@ -406,6 +408,121 @@ class FaultGuard(Observer):
         elif rejected >= limit:
             message = rejected_message(scheme, state, record.good, record.infos)
             raise RejectedStepsError(message, record.result(record.good, int(state.step)))
+
+
+# A run "still moving": over the last three quarters of its steps ``f`` at the centre,
+# read at five evenly spaced steps, fell at each, and over the second half of them at no
+# less than this fraction of the first half's pace per step (by chance, five noisy
+# readings of a converged run fall in a row once in 120).
+PACE_KEPT = 0.5
+#: Readings of ``f`` behind the check.
+MARKS = 5
+# Tracked local entropy resting on fewer effective draws than this says nothing.
+MIN_SMOOTHING_ESS = 3.0
+
+
+def still_moving(losses: Sequence[float]) -> bool:
+    """Whether ``f`` read at evenly spaced steps fell at each reading, the second half
+    at no less than :data:`PACE_KEPT` times the first half's pace: the run has not
+    begun to level off.
+
+    Example
+    -------
+    >>> still_moving([40.0, 35.0, 30.0, 25.0, 20.0])
+    True
+    >>> still_moving([40.0, 22.0, 21.0, 20.5, 20.0])  # levelling off
+    False
+    >>> still_moving([40.0, 35.0, 36.0, 25.0, 20.0])  # not falling at every reading
+    False
+    """
+    f = np.asarray(losses, np.float64)
+    if len(f) < 3 or not np.all(np.isfinite(f)) or not np.all(np.diff(f) < 0):
+        return False
+    mid = (len(f) - 1) / 2
+    lo, hi = int(np.floor(mid)), int(np.ceil(mid))
+    f_mid = (f[lo] + f[hi]) / 2
+    return bool(f_mid - f[-1] >= PACE_KEPT * (f[0] - f_mid))
+
+
+class ConvergenceCheck(Observer):
+    """At the end of a run, warn (once per run) when it ended still moving steadily
+    (:func:`still_moving` on ``f`` at the centre read at :data:`MARKS` steps over the
+    run's last three quarters: not converged, naming what to change), or when the
+    tracked regularized loss rests on an effective sample size below 3 at most tracked
+    steps or the last (its values and :func:`~vi_entropy.diagnostics.monotonicity` then
+    say nothing).  The readings are the tracker's (its compiled estimate: no new
+    compilation), taken from the trace where a step was tracked, else made at a cost of
+    ``track_samples + 1`` evaluations; with tracking off (``track_every=0``) there are
+    none and no check."""
+
+    def __init__(self, track_samples: int = 256) -> None:
+        self.samples = track_samples
+        self.marks: list[tuple[int, Any]] = []
+
+    def _at(self, n: int) -> list[int]:
+        """Steps of this stretch after which ``f`` is read (the last: at ``finish``)."""
+        start = n // 4
+        return [start + round(j * (n - start) / (MARKS - 1)) for j in range(MARKS - 1)]
+
+    def start(self, record: RunRecord, state: TwoStepState) -> None:
+        self.marks = []
+        if record.num_steps - record.done >= 2 * MARKS and 0 in self._at(
+            record.num_steps - record.done
+        ):
+            self._read(record, state)
+
+    def _read(self, record: RunRecord, state: TwoStepState) -> None:
+        if record.track_every == 0:
+            return
+        step = int(state.step)
+        tracked = [t for t in record.traces if int(t["step"]) == step]
+        if tracked:
+            out = tracked[-1]
+        else:
+            out = record.scheme._track_jit(
+                state, record.dynamic, static=record.static, num_samples=self.samples
+            )
+        self.marks.append((step, out["loss"]))
+
+    def settled(self, record: RunRecord, step: int, state: TwoStepState, info: dict) -> None:
+        n = record.num_steps - record.done
+        done = step - record.run_start - record.done + 1  # steps of this stretch so far
+        if n >= 2 * MARKS and done in self._at(n) and done < n:
+            self._read(record, state)
+
+    def finish(self, record: RunRecord, state: TwoStepState) -> None:
+        if not record.infos:
+            return
+        name = type(record.scheme).__name__
+        if len(self.marks) == MARKS - 1 and "still_moving" not in record.warned:
+            self._read(record, state)
+            steps = [s for s, _ in self.marks]
+            losses = [float(f) for _, f in self.marks]
+            if still_moving(losses):
+                record.warned.add("still_moving")
+                info = stack(record.infos)
+                advice = "; ".join(record.scheme._stall_advice(info))
+                read = ", ".join(f"{f:.4g} at step {s}" for s, f in zip(steps, losses, strict=True))
+                _warn(
+                    f"{name}: the run ended still moving: f at the centre kept falling at "
+                    f"half its earlier pace or more ({read}), so it has not converged and "
+                    f"the result is not the scheme's minimizer. Try: {advice}."
+                )
+        trace = stack(record.traces) if record.traces else {}
+        ess = trace.get("smoothing_ess")
+        if ess is not None and len(ess) and "smoothing_ess" not in record.warned:
+            ess = np.asarray(ess)
+            low = ess < MIN_SMOOTHING_ESS
+            if low[-1] or 2 * low.sum() > len(low):
+                record.warned.add("smoothing_ess")
+                _warn(
+                    f"{name}: the tracked local entropy rests on an effective sample size "
+                    f"below {MIN_SMOOTHING_ESS:g} at {low.sum()} of {len(low)} tracked steps "
+                    f"(the last: {ess[-1]:.1f}, of track_samples draws): "
+                    "result.trace['regularized_loss'] and monotonicity() say nothing there. "
+                    "Raise track_samples, or lower tau (e^-f varies by far more than 1 over "
+                    "N(x_k, tau I))."
+                )
 
 
 class RejectionWarner(Observer):

@@ -36,7 +36,7 @@ from vi_entropy.inner.base import Sampler
 from vi_entropy.inner.elliptical_slice import EllipticalSlice
 from vi_entropy.inner.pcn import PCN
 from vi_entropy.inner.sa import SA
-from vi_entropy.inner.sgld import SGLD
+from vi_entropy.inner.sgld import SGLD, check_step_size
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
 from vi_entropy.types import ChainBudget, Context, Draws
@@ -53,6 +53,7 @@ _STAT_FIELDS = {
     "rho": "rho",
     "num_evals": "n_evals",
     "capped": "slice_capped",
+    "refused": "refused",
 }
 
 
@@ -89,6 +90,10 @@ def _sa_defaults(dim: int) -> dict[str, Any]:
     return {"dense_mass": False, "adapt_state_size": default_sa_state_size(dim)}
 
 
+def _sgld_defaults(dim: int) -> dict[str, Any]:
+    return {"step_size": "curvature"}
+
+
 #: The kernel registry: local entropy's MCMC samplers by name.  A new sampler is its module
 #: and its entry here; ``SAMPLERS``, :func:`make_kernel`, :func:`check_sampler_kwargs`, the
 #: error messages and ``LocalEntropy(sampler=name)`` all read this table.
@@ -96,8 +101,8 @@ KERNELS: dict[str, KernelEntry] = {
     "nuts": KernelEntry(NUTS),
     "hmc": KernelEntry(HMC),
     "sa": KernelEntry(SA, _sa_defaults, {"dense_mass": check.flag}),
-    # Without a step size SGLD adapts one (and a preconditioner) in the warm-up.
-    "sgld": KernelEntry(SGLD, rules={"step_size": check.schedule}),
+    # Local entropy's default step: from the curvature at the first point.
+    "sgld": KernelEntry(SGLD, _sgld_defaults, {"step_size": check_step_size}),
     "pcn": KernelEntry(PCN),
     "elliptical_slice": KernelEntry(EllipticalSlice),
 }
@@ -154,6 +159,7 @@ _OPTION_RULES: dict[str, Rule] = {
     "adapt_rho": check.flag,
     "rho_gain": lambda n, v: check.positive_float(n, v, allow_zero=True),
     "max_shrinks": lambda n, v: check.count(n, v, minimum=0),
+    "step_scale": check.positive_float,
 }
 
 
@@ -214,8 +220,8 @@ def make_kernel(
     sampler_kwargs : dict
         Options of a sampler given by name (over its entry's ``defaults``).
     tau0 : float or None
-        Constant ``τ``, ``None`` for a schedule (kept for callers; SGLD without a
-        ``step_size`` adapts one in the warm-up, whatever ``τ``).
+        Constant ``τ``, ``None`` for a schedule (kept for callers; SGLD's default step
+        comes from the curvature of the tilted potential, which holds ``1/τ``).
 
     Returns
     -------
@@ -229,8 +235,8 @@ def make_kernel(
     >>> def model():
     ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
     >>> kernel = make_kernel("sgld", model, tilt_model(model), 1, {}, 0.01)
-    >>> type(kernel).__name__, kernel.adapts  # step size adapted in the warm-up
-    ('SGLD', True)
+    >>> type(kernel).__name__, kernel.step_size  # from the curvature at the first point
+    ('SGLD', 'curvature')
     >>> make_kernel("sgld", model, tilt_model(model), 1, {"step_size": 1e-3}, 0.01).step_size
     0.001
     """
@@ -323,8 +329,8 @@ class MCMCSampler(Sampler):
     >>> ctx = Context((), {})
     >>> state = sampler.init(key, centre, 0.5, ctx)
     >>> mean, state, info, draws = sampler.step(state, key, centre, 0.5, ctx)
-    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])
-    ((2, 10, 1), (1,), 20)
+    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])  # 2 × (10 + 3 at refresh)
+    ((2, 10, 1), (1,), 26)
     """
 
     #: Per-step diagnostics computed on the host from the draws (see
@@ -489,6 +495,22 @@ class MCMCSampler(Sampler):
         info = {**counts, **_summarize(stats), "fault": fault}
         return mean, state, info, draws if ctx.with_draws else None
 
+    def warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
+        """SGLD refused proposals with a non-finite potential or gradient (once per run)."""
+        refused = int(info.get("num_refused", 0))
+        if refused <= 0 or bool(info.get("rejected", False)):  # a rejection says it all
+            return {}
+        total = self.num_chains * self.num_samples * self.thinning
+        return {
+            "refused": (
+                f"LocalEntropy: at outer step {step}, SGLD refused {refused} of {total} "
+                "proposals whose potential or gradient was not finite; those chains stayed "
+                "where they were. A few are harmless; if info['num_refused'] stays high, "
+                "lower the step (sampler_kwargs={'step_scale': ...} or {'step_size': ...}) "
+                "or tau. Shown once per run."
+            )
+        }
+
     def _counts(
         self, state: Any, stats: Mapping[str, jax.Array], unkept: Any = 0
     ) -> dict[str, jax.Array]:
@@ -547,6 +569,8 @@ def _stats(state: Any) -> dict[str, jax.Array]:
     adapt = getattr(state, "adapt_state", None)
     if adapt is not None and hasattr(adapt, "step_size"):
         out["step_size"] = adapt.step_size
+    elif isinstance(getattr(state, "step_size", None), jax.Array):  # SGLD's "curvature"
+        out["step_size"] = state.step_size
     return out
 
 
@@ -566,6 +590,13 @@ def _faults(draws: Draws, start: jax.Array | None, end: jax.Array | None = None)
         else:
             stayed = jnp.all(end == start, axis=1)
         fault = fault | flag(jnp.any(diverged & stayed), Fault.DIVERGENT_CHAIN)
+    if "refused" in draws.stats:
+        # SGLD refuses a proposal with a non-finite potential or gradient; a chain that
+        # refused every proposal of the step's last quarter is stuck (e.g. it blew up to
+        # where every move overflows).
+        refused = draws.stats["refused"]
+        last = max(1, refused.shape[1] // 4)
+        fault = fault | flag(jnp.any(jnp.all(refused[:, -last:], axis=1)), Fault.DIVERGENT_CHAIN)
     return fault
 
 
@@ -577,6 +608,7 @@ _SUMMARIES = {
     "step_size": ("step_size", jnp.mean),
     "rho": ("rho", jnp.mean),
     "slice_capped": ("num_slice_capped", jnp.sum),
+    "refused": ("num_refused", jnp.sum),
     "potential_energy": ("mean_potential_energy", jnp.mean),
 }
 

@@ -22,9 +22,10 @@ from vi_entropy.types import Context
 
 # Draws (times num_particles) behind SVIFit's convergence check, and their key stream
 # (``fold_in`` of the step's key: the fit's own randomness is untouched).
-GAP_PARTICLES = 8
+GAP_PARTICLES = 2
 _GAP_STREAM = 0x6A9
-# info["inner_gap"] above this warns (see SVIFit._gap: converged fits give about 0.3 or less).
+# A median info["inner_gap"] above this, in a run that ended still moving, is named in the
+# warning (see SVIFit._gap: converged fits give about 0.3 or less).
 INNER_GAP_THRESHOLD = 1.0
 
 
@@ -41,7 +42,10 @@ class SVIFit:
 
     ``info["inner_gap"]`` says how far the fit stopped from its optimum (see
     :meth:`_gap`): near 0 when converged, about 1 or more when the inner steps were too
-    few or the learning rate too small for the step the centre had to make.
+    few or the learning rate too small for the step the centre had to make.  A fit that
+    stops short is no harm while the run converges (on a network it often does, and
+    trains well); a run that ends still moving names it among the causes (see
+    :class:`~vi_entropy.observers.ConvergenceCheck`).
     """
 
     def __init__(
@@ -93,24 +97,6 @@ class SVIFit:
             "num_potential_evals": jnp.asarray(evals),
         }
         return mean, state, info, None
-
-    def warnings(self, info: Mapping[str, Any], step: int) -> dict[str, str]:
-        """The fit stopped far from its optimum (``info["inner_gap"] > 1``), once per run."""
-        gap = float(info["inner_gap"])
-        if not gap > INNER_GAP_THRESHOLD:  # NaN (a rejected step) is reported as a fault
-            return {}
-        return {
-            "inner_fit": (
-                f"HeatRegularization: the SVI fit of outer step {step} stopped far from its "
-                f"optimum (info['inner_gap'] = {gap:.3g} > {INNER_GAP_THRESHOLD:g}: the "
-                "distance left to the proximal step's optimum, relative to the step made "
-                "plus sqrt(tau d)), so the centre moves less than heat regularization "
-                f"prescribes. Raise num_inner_steps (now {self.num_inner_steps}) or the "
-                "learning rate (optim=numpyro.optim.Adam(...)), or use "
-                "method='robbins_monro'. Shown once per run; info['inner_gap'] has every "
-                "step's value."
-            )
-        }
 
     def _gap(
         self,
