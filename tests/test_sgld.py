@@ -70,3 +70,19 @@ def test_sgld_subsamples_a_fresh_batch_every_step():
         state = kernel.sample(state, (data,), {})
         energies.append(float(state.potential_energy))
     assert len(set(np.round(energies, 4))) == 5
+
+
+def test_sgld_curvature_step_is_half_the_inverse_top_eigenvalue_and_samples_the_mean():
+    """On N(MEAN, diag(SD²)) the Hessian's top eigenvalue is 1/min(SD)²: the step is
+    0.5 · 0.3² = 0.045; the mean is exact for a Gaussian, the variance inflated by O(η)."""
+    kernel = SGLD(gaussian_model, step_size="curvature")
+    mcmc = MCMC(kernel, num_warmup=500, num_samples=20000, num_chains=2,
+                chain_method="vectorized", progress_bar=False)  # fmt: skip
+    mcmc.run(random.PRNGKey(4))
+    state = mcmc.last_state
+    np.testing.assert_allclose(np.asarray(state.step_size), 0.5 * SD.min() ** 2, rtol=1e-3)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"], np.float64)
+    ess = effective_sample_size(x)
+    flat = x.reshape(-1, 2)
+    se_mean = flat.std(axis=0) / np.sqrt(ess)
+    np.testing.assert_array_less(np.abs(flat.mean(axis=0) - MEAN), 5 * se_mean)
