@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -212,8 +213,69 @@ def _results_figures(app) -> None:
     render_page(directories, figures, root=Path(app.srcdir))
 
 
+#: The data of the method page's "Choosing τ" figure (``benchmarks/choosing_tau.py``).
+CHOOSING_TAU_JSON = ROOT / "benchmarks" / "results" / "choosing_tau.json"
+#: That figure, drawn at build time (not committed), relative to the source directory.
+CHOOSING_TAU_FIGURE = Path("_static") / "generated" / "choosing_tau.png"
+#: One colour per τ/σ² of the grid, in its order (the default τ is drawn dashed, in black).
+TAU_COLOURS = ("#fdae61", "#d7191c", "#2c7bb6", "#1a9641")
+
+
+def draw_choosing_tau(data: dict, path: Path) -> Path:
+    """One panel per model: the centre's distance to the posterior mean (RMS over the
+    unconstrained coordinates, in posterior sds) against the outer step, a line per τ,
+    the Gaussian prediction ``σ²/(σ² + τ)`` per step dotted in the same colour."""
+    from matplotlib.figure import Figure  # no pyplot: no backend state in the build
+
+    models = data["models"]
+    fig = Figure(figsize=(4.8 * len(models), 4.8))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, (name, model) in zip(axes, models.items(), strict=True):
+        grid = iter(TAU_COLOURS)
+        for run in model["runs"]:
+            ratio = run["tau_over_median_var"]
+            if run["default_tau"]:
+                colour, style = "0.15", "--"
+                label = f"τ = {run['tau']:g} (default) = {ratio:.2g} σ²"
+            else:
+                colour, style = next(grid), "-"
+                label = f"τ = {ratio:g} σ²"
+            measured = run["measured"]["rms"]
+            ax.plot(range(len(measured)), measured, style, color=colour, lw=1.8, label=label)
+            if not run["default_tau"]:
+                gauss = run["predicted"]["rms"]
+                ax.plot(range(len(gauss)), gauss, ":", color=colour, lw=1.2)
+        ax.set_yscale("log")
+        ax.set_ylim(0.02, 2 * model["start_distance"]["rms"][0])
+        ax.set_xlabel("outer step")
+        ax.set_title(
+            f"{name}: {model['dim']} coordinates, σ² = {model['median_var']:.2g}", fontsize=10
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    axes[0].set_ylabel("distance to the posterior mean (RMS, posterior sds)")
+    fig.suptitle(
+        "σ²: median posterior variance of the unconstrained coordinates (NUTS);  "
+        "dotted: the Gaussian prediction",
+        fontsize=8,
+        color="0.3",
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _choosing_tau_figure(app) -> None:
+    """Draw the "Choosing τ" figure from the committed JSON (the figure is not committed)."""
+    if CHOOSING_TAU_JSON.is_file():
+        data = json.loads(CHOOSING_TAU_JSON.read_text())
+        draw_choosing_tau(data, Path(app.srcdir) / CHOOSING_TAU_FIGURE)
+
+
 def setup(app):
     app.connect("builder-inited", _copy_tutorials)
     app.connect("builder-inited", _results_figures)
+    app.connect("builder-inited", _choosing_tau_figure)
     app.connect("source-read", _add_optional_pages)
     app.connect("env-check-consistency", check_api_coverage)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -115,6 +116,19 @@ def test_optional_pages_join_the_landing_page_only_when_present(conf, tmp_path):
     other = ["text\n" + conf.OPTIONAL_MARKER + "\n"]
     conf._add_optional_pages(FakeApp(tmp_path), "method", other)
     assert conf.OPTIONAL_MARKER in other[0]  # only the landing page is touched
+
+
+def test_choosing_tau_figure_is_drawn_from_the_committed_full_run(conf, tmp_path):
+    """The method page's "Choosing τ" figure: its JSON is committed (a full run, both
+    models, every τ), the figure is drawn at build time into the source's _static."""
+    data = json.loads(conf.CHOOSING_TAU_JSON.read_text())
+    assert data["quick"] is False and data["steps"] == 30
+    assert set(data["models"]) == {"regression", "local_level"}
+    for model in data["models"].values():
+        assert len(model["runs"]) == len(data["ratios"]) + 1  # the grid and the default τ
+    conf._choosing_tau_figure(FakeApp(tmp_path))
+    assert (tmp_path / conf.CHOOSING_TAU_FIGURE).stat().st_size > 0
+    assert "_static/generated/choosing_tau.png" in (ROOT / "docs" / "method.md").read_text()
 
 
 def test_executed_notebooks_are_reused_only_for_the_same_source_and_size(

@@ -39,6 +39,7 @@ class HeatRegularization(TwoStepScheme):
         NumPyro model with continuous latent sites.
     tau : float or callable, default 1e-2
         Variance ``τ``, or a schedule ``step -> τ``.
+        A variance on the unconstrained scale; see :ref:`Choosing τ <choosing-tau>`.
     method : {"svi", "robbins_monro" (or "rm")}, default "svi"
         ``"svi"``: NumPyro ``SVI`` with ``Trace_ELBO`` on the tilted model and the guide
         :class:`~vi_entropy.guide.GaussianGuide`, warm-started from the previous

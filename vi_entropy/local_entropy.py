@@ -46,6 +46,7 @@ class LocalEntropy(TwoStepScheme):
         NumPyro model with continuous latent sites (constraints and plates allowed).
     tau : float or callable, default 1e-2
         Variance ``τ`` (not a standard deviation), or a schedule ``step -> τ``.
+        A variance on the unconstrained scale; see :ref:`Choosing τ <choosing-tau>`.
     sampler : str, MCMCKernel or callable, default "nuts"
         ``"nuts"``, ``"hmc"``, ``"sa"`` (gradient-free), ``"sgld"`` (mini-batch
         gradients, Entropy-SGD's inner loop), ``"pcn"`` (gradient-free,
