@@ -118,21 +118,26 @@ def raw_evaluations(
     import jax.numpy as jnp
     from jax import lax, random
 
-    subsample = tilted.subsamples
+    from vi_entropy.model_args import merge_args, partition_args
 
-    def f(u, key, args, kwargs):
+    subsample = tilted.subsamples
+    # Arrays traced, the rest (a mini-batch size) static, as the schemes' own steps do.
+    dynamic, static = partition_args(args, kwargs)
+
+    def f(u, key, dynamic):
+        args, kwargs = merge_args(dynamic, static)
         return tilted.potential(u, args, kwargs, key if subsample else None)
 
     one = jax.value_and_grad(f) if grad else f
-    batched = jax.vmap(one, in_axes=(0, None, None, None))
+    batched = jax.vmap(one, in_axes=(0, None, None))
 
     @jax.jit
-    def run(u, key, args, kwargs):
+    def run(u, key, dynamic):
         def body(u, k):
             if noise:
                 k, k_noise = random.split(k)
                 u = u + 1e-3 * random.normal(k_noise, u.shape, u.dtype)
-            out = batched(u, k, args, kwargs)
+            out = batched(u, k, dynamic)
             if grad:
                 v, g = out
                 return u - 1e-6 * g, v
@@ -143,7 +148,7 @@ def raw_evaluations(
     d = tilted.dim
     u0 = 0.01 * random.normal(random.PRNGKey(0), (width, d), jnp.float32)
     key = random.PRNGKey(1)
-    return lambda: run(u0, key, args, kwargs)
+    return lambda: run(u0, key, dynamic)
 
 
 def measure(

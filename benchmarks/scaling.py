@@ -1,10 +1,13 @@
 """Scaling: time per outer step and memory versus parameters and versus chains.
 
-LE-SGLD on the dense digits network (``β = 1/N``), two sweeps: the parameter count at a
-fixed number of chains, and the number of chains at a fixed parameter count.  Each
-configuration runs in its own Python process so that its peak memory is its own:
+Local entropy on the dense digits network (``β = 1/N``), with SGLD (default), pCN or NUTS
+(``--sampler``), two sweeps (``--sweeps``): the parameter count at a fixed number of
+chains, and the number of chains at a fixed parameter count.  Each configuration runs in
+its own Python process so that its peak memory is its own:
 
 * ``step_s``: median seconds per outer step (``run`` of several steps, after a warm run);
+* ``evals_per_s``: the evaluations the sampler counts (``info``: gradients for SGLD and
+  NUTS, ``eval_kind`` "grad"; potentials for pCN, "potential") per second;
 * ``peak_rss_mb``: the process's peak resident memory (``resource.getrusage``), and
   ``rss_over_base_mb`` that peak minus the resident memory after imports and data;
 * ``live_mb_start`` / ``live_mb_end``: bytes of all live JAX arrays after 2 outer steps
@@ -19,6 +22,7 @@ A log-log plot goes to ``benchmarks/results/scaling.png`` (or next to ``--out``)
 
     python benchmarks/scaling.py            # 1k-300k parameters; 1-32 chains
     python benchmarks/scaling.py --quick    # tiny, in this process
+    python benchmarks/scaling.py --sampler nuts --sweeps chains --chains 2 8 32 128 256
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ from typing import Any
 from _common import RESULTS, digits_problem, hidden_for, in_subprocess, median, parser, print_table
 
 BYTES_PER_MB = 2**20
+SAMPLERS = ("sgld", "pcn", "nuts")
+
+
+def sampler_options(sampler: str, tau: float, inner: int, quick: bool) -> dict[str, Any]:
+    """``LocalEntropy`` options of each sampler: ``inner`` draws (transitions) per chain.
+
+    pCN and NUTS adapt their step once, in the first outer step (warm starts reuse it), so
+    their warm-up is outside the timed steps; NUTS's trees are capped at depth 5 (3 with
+    ``--quick``) so that one outer step costs at most ``inner × 31`` gradients per chain.
+    """
+    if sampler == "sgld":
+        return {"num_warmup": 0, "sampler_kwargs": {"step_size": 0.1 * tau}}
+    if sampler == "pcn":
+        return {"num_warmup": inner}
+    return {"num_warmup": 2 * inner, "sampler_kwargs": {"max_tree_depth": 3 if quick else 5}}
 
 
 def rss_mb() -> float:
@@ -52,6 +71,7 @@ def live_mb() -> float:
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration, in this process."""
     import jax
+    import numpy as np
 
     from vi_entropy import LocalEntropy
 
@@ -60,16 +80,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     jax.block_until_ready(args)
     base = rss_mb()
     tau = 1e-3
+    sampler = spec.get("sampler", "sgld")
     le = LocalEntropy(
         model,
         tau,
-        sampler="sgld",
+        sampler=sampler,
         num_chains=spec["chains"],
         num_samples=spec["inner"],
-        num_warmup=0,
-        sampler_kwargs={"step_size": 0.1 * tau},
         beta=beta,
         progress_bar=False,
+        **sampler_options(sampler, tau, spec["inner"], spec.get("quick", False)),
     )
     state = le.init(jax.random.PRNGKey(0), *args, **kwargs)
     state = le.run(None, 2, *args, init_state=state, keep_draws=None, **kwargs).state
@@ -78,10 +98,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     steps, times = spec["steps"], []
     for _ in range(spec["repeats"]):
         t0 = time.perf_counter()
-        state = le.run(None, steps, *args, init_state=state, keep_draws=None, **kwargs).state
-        jax.block_until_ready(state)
+        result = le.run(None, steps, *args, init_state=state, keep_draws=None, **kwargs)
+        state = jax.block_until_ready(result.state)
         times.append((time.perf_counter() - t0) / steps)
     live_end = live_mb()
+    # The sampler's own count of the last timed steps (NUTS's varies with its trees).
+    grads = int(np.sum(result.info["num_grad_evals"]))
+    evals = grads if grads > 0 else int(np.sum(result.info["num_potential_evals"]))
     # What the compiled step itself needs, from XLA (one more compilation, not timed).
     from vi_entropy.driver import partition_args
 
@@ -104,12 +127,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             / BYTES_PER_MB,
         }
     out = {
+        "sampler": sampler,
         "params": num_params,
         "chains": spec["chains"],
         "inner_steps": spec["inner"],
         "chains_x_params": spec["chains"] * num_params,
         "step_s": median(times),
-        "grad_evals_per_s": spec["chains"] * spec["inner"] / median(times),
+        "eval_kind": "grad" if grads > 0 else "potential",
+        "evals_per_step": evals / steps,
+        "evals_per_s": evals / steps / median(times),
         "state_mb": sum(x.nbytes for x in jax.tree.leaves(state)) / BYTES_PER_MB,
         "live_mb_start": live_start,
         "live_mb_end": live_end,
@@ -168,7 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chains", type=int, nargs="*", default=None)
     p.add_argument("--fixed-size", type=int, default=10_000)
     p.add_argument("--fixed-chains", type=int, default=4)
-    p.add_argument("--inner", type=int, default=None, help="SGLD steps per outer step")
+    p.add_argument("--sampler", choices=SAMPLERS, default="sgld", help="local entropy's sampler")
+    p.add_argument(
+        "--sweeps", nargs="+", choices=("params", "chains"), default=["params", "chains"],
+        help="which sweeps to run (both by default)",
+    )  # fmt: skip
+    p.add_argument("--inner", type=int, default=None, help="draws per chain per outer step")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
@@ -182,10 +213,15 @@ def main(argv: list[str] | None = None) -> None:
         "steps": 2 if a.quick else 3,
         "repeats": a.repeats or (1 if a.quick else 3),
         "batch_size": a.batch_size,
+        "sampler": a.sampler,
+        "quick": a.quick,
     }
     fixed_size = sizes[0] if a.quick else a.fixed_size
-    configs = [("params", {"hidden": hidden_for(s), "chains": a.fixed_chains}) for s in sizes]
-    configs += [("chains", {"hidden": hidden_for(fixed_size), "chains": c}) for c in chains]
+    configs = []
+    if "params" in a.sweeps:
+        configs += [("params", {"hidden": hidden_for(s), "chains": a.fixed_chains}) for s in sizes]
+    if "chains" in a.sweeps:
+        configs += [("chains", {"hidden": hidden_for(fixed_size), "chains": c}) for c in chains]
     rows = []
     for sweep, cfg in configs:
         spec = {**common, **cfg}
@@ -194,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         row["sweep"] = sweep
         rows.append(row)
         print(
-            f"{sweep:6s} params={row['params']:>7d} chains={row['chains']:>3d} "
+            f"{a.sampler} {sweep:6s} params={row['params']:>7d} chains={row['chains']:>3d} "
             f"step {row['step_s'] * 1e3:9.2f} ms  peak RSS {row['peak_rss_mb']:8.1f} MB",
             flush=True,
         )
@@ -203,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     table = print_table(
         rows,
-        ["sweep", "params", "chains", "step_s", "grad_evals_per_s", "state_mb", "xla_mb",
+        ["sampler", "sweep", "params", "chains", "step_s", "evals_per_s", "state_mb", "xla_mb",
          "live_mb_start", "live_mb_end", "rss_over_base_mb", "peak_rss_mb"],
     )  # fmt: skip
     png = a.out.with_suffix(".png") if a.out else RESULTS / "scaling.png"
@@ -212,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         plot(rows, png)
     write_json(
         "scaling",
-        {"settings": {**common, "sizes": sizes, "chains": chains, "fixed_size": fixed_size,
+        {"settings": {**common, "sweeps": a.sweeps, "sizes": sizes, "chains": chains, "fixed_size": fixed_size,
                       "fixed_chains": a.fixed_chains, "in_subprocess": not a.quick},
          "rows": rows, "complete": True, "table": table},
         a.out,

@@ -1,4 +1,5 @@
-"""Every ``benchmarks/*.py --quick`` runs and writes valid JSON (no timing is asserted).
+"""Every ``benchmarks/*.py --quick`` runs and writes valid JSON (no timing is asserted);
+so does ``benchmarks/gpu.sh --quick``, every stage of the GPU script on the CPU.
 
 The scripts run as a user runs them: a fresh interpreter, the repository root as working
 directory and on ``PYTHONPATH``.  Their run time is almost all XLA compilation, so they
@@ -67,3 +68,42 @@ def test_quick_run_writes_json(script, env, tmp_path):
     assert data["machine"]["jax"] and data["machine"]["nproc"] >= 1
     assert data["rows"], "no measurements"
     assert "|" in proc.stdout  # the printed table
+
+
+#: What each stage of ``benchmarks/gpu.sh`` writes: file -> (benchmark, keys of every row).
+GPU_STAGES = {
+    "overhead": ("overhead", {"scheme", "params", "step_s", "overhead", "overhead_cpu"}),
+    "overhead-batch256": ("overhead", {"scheme", "params", "step_s", "overhead", "overhead_cpu"}),
+    "scaling": ("scaling", {"sampler", "sweep", "params", "chains", "step_s", "evals_per_s"}),
+    "scaling-pcn": ("scaling", {"sampler", "sweep", "params", "chains", "step_s", "evals_per_s"}),
+    "scaling-nuts": ("scaling", {"sampler", "sweep", "params", "chains", "step_s", "evals_per_s"}),
+    "first_run": ("first_run", {"case", "code", "wall_s", "compilations"}),
+}
+
+
+def test_gpu_script_quick_writes_every_stage(env, tmp_path):
+    out = tmp_path / "gpu"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--quick"],
+        cwd=ROOT,
+        env={**env, "OUT": str(out), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data = {}
+    for name, (benchmark, keys) in GPU_STAGES.items():
+        data[name] = json.loads((out / f"{name}.json").read_text())
+        assert data[name]["benchmark"] == benchmark, name
+        assert data[name]["quick"] is True and data[name]["complete"] is True, name
+        assert data[name]["rows"] and all(keys <= row.keys() for row in data[name]["rows"]), name
+    assert data["overhead-batch256"]["settings"]["batch_size"] == 256
+    assert {(r["sampler"], r["sweep"]) for r in data["scaling"]["rows"]} == {("sgld", "params")}
+    for sampler in ("pcn", "nuts"):
+        rows = data[f"scaling-{sampler}"]["rows"]
+        assert [(r["sampler"], r["sweep"], r["chains"]) for r in rows] == [
+            (sampler, "chains", 2),
+            (sampler, "chains", 8),
+        ]
+    assert {"first_run_ours_over_numpyro", "naive_over_ours"} <= data["first_run"]["summary"].keys()
