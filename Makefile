@@ -44,7 +44,7 @@ lint: setup
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache
 
-# Full CPU benchmarks (~45 min on 2 cores; see docs/benchmarks.md). GPU: bash benchmarks/gpu.sh
+# Full CPU benchmarks (~70 min on 2 cores; see docs/benchmarks.md). GPU: bash benchmarks/gpu.sh
 bench: setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/overhead.py --sizes 10000 --repeats 7
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/overhead.py --sizes 100000 --steps 2 --repeats 3
@@ -52,3 +52,5 @@ bench: setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/compilation.py --size 1000
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/scaling.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/accuracy_per_cost.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/defaults.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/choosing_tau.py
