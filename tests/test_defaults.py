@@ -89,6 +89,20 @@ def test_robbins_monro_with_a_fixed_gain_that_diverges_retries_with_smaller_gain
     np.testing.assert_allclose(np.asarray(result.params["w"]), w_hat, atol=0.12)
 
 
+def test_gradient_free_robbins_monro_keeps_to_forward_evaluations_and_retries():
+    """The gradient-free estimator takes no curvature (no gradient at all): its default
+    gain stays 0.5 τ, which diverges at τλ ≈ 18, and the retries find gains that converge."""
+    X, y = _scaled_regression()
+    hr = HeatRegularization(
+        linreg, method="robbins_monro", estimator="gradient_free", progress_bar=False
+    )
+    result, said = _run(hr, 20, X, y)
+    assert np.all(result.info["num_grad_evals"] == 0)
+    assert int(result.info["num_rejected_total"][-1]) == 0
+    assert result.info["rm_gain_scale"].max() <= 0.5
+    assert np.all(np.isfinite(np.asarray(result.params["w"])))
+
+
 def horseshoe(X, y=None):
     """NumPyro's horseshoe regression (its examples' form, with a site named ``tau``)."""
     D = X.shape[1]

@@ -61,7 +61,8 @@ class HeatRegularization(TwoStepScheme):
         Robbins-Monro gains ``a_j = gain · τ · (1 + j/gain_t0)^(−gain_kappa)``.  By
         default ``a_j = 0.5 · τ/(1 + τ λ) · (1 + j/gain_t0)^(−gain_kappa)``, with ``λ`` the
         top eigenvalue of ``∇²f`` estimated by power iteration (and followed from step to
-        step): stable whatever ``τ λ``, where a fixed gain diverges once ``τ λ > 3``.
+        step): stable whatever ``τ λ``, where a fixed gain diverges once ``τ λ > 3``
+        (with ``estimator="gradient_free"``, which evaluates no gradient, ``0.5``).
         Either way a fit that diverges is run again with smaller gains (see
         :class:`~vi_entropy.inner.rm.RobbinsMonroFit`).
     gain_t0, gain_kappa : float, defaults 10.0, 0.6

@@ -466,10 +466,6 @@ class ConvergenceCheck(Observer):
 
     def start(self, record: RunRecord, state: TwoStepState) -> None:
         self.marks = []
-        if record.num_steps - record.done >= 2 * MARKS and 0 in self._at(
-            record.num_steps - record.done
-        ):
-            self._read(record, state)
 
     def _read(self, record: RunRecord, state: TwoStepState) -> None:
         if record.track_every == 0:

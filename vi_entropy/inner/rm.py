@@ -41,8 +41,10 @@ class RobbinsMonroState(NamedTuple):
 ESTIMATORS = ("gradient", "gradient_free")
 #: Gain of the first inner step, relative to ``τ / (1 + τ λ)``, when ``gain=None``.
 DEFAULT_GAIN = 0.5
-#: Retries of a fit that diverged, each with a quarter of the gains.
+#: Retries of a fit that diverged, each with a quarter of the gains; a fit whose last
+#: step is this many times its first diverged.
 MAX_RETRIES = 4
+DIVERGED = 10.0
 #: Power iterations for ``λ``: at the first fit, then at each fit (warm-started).
 INIT_ITERATIONS = 20
 STEP_ITERATIONS = 2
@@ -58,11 +60,12 @@ class RobbinsMonroFit:
 
     The iteration is stable while ``a_j (λ + 1/τ) < 2``, ``λ`` the top eigenvalue of
     ``∇²f``: a fixed ``gain`` diverges once ``τ λ`` is large (a scale parameter near
-    zero, a network).  With ``gain=None`` the gains are ``0.5 · τ / (1 + τ λ̂)``
-    instead, ``λ̂`` from power iteration on Hessian-vector products (20 at the first
-    fit, 2 more at each fit, warm-started, at the fit's start).  Whatever the gain, a
-    fit that ends non-finite is run again from its start with a quarter of the gains,
-    up to :data:`MAX_RETRIES` times (``info["rm_gain_scale"]``), and the multiplier
+    zero, a network).  With ``gain=None`` and the gradient estimator the gains are
+    ``0.5 · τ / (1 + τ λ̂)`` instead, ``λ̂`` from power iteration on Hessian-vector
+    products (20 at the first fit, 2 more at each fit, warm-started, at the fit's
+    start).  Whatever the gain, a fit that diverges (ends non-finite, or its last step
+    is :data:`DIVERGED` times its first) is run again from its start with a quarter of
+    the gains, up to :data:`MAX_RETRIES` times (``info["rm_gain_scale"]``), and the multiplier
     doubles back towards 1 at each fit that does not diverge.
 
     The estimates of ``∇f_τ``:
@@ -95,7 +98,7 @@ class RobbinsMonroFit:
 
     def init(self, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context) -> RobbinsMonroState:
         one = jnp.ones((), centre.dtype)
-        if self.gain is not None:
+        if not self.scales_with_curvature:
             return RobbinsMonroState(centre, one, 0 * one, jnp.zeros_like(centre))
         value, v = self._curvature(centre, rng_key, ctx, None, INIT_ITERATIONS)
         return RobbinsMonroState(centre, one, value, v)
@@ -113,10 +116,16 @@ class RobbinsMonroFit:
         value, v = top_curvature(f, m, key_v, iterations, start)
         return jnp.where(jnp.isfinite(value), value, 0.0).astype(m.dtype), v
 
+    @property
+    def scales_with_curvature(self) -> bool:
+        """Whether the gains are ``0.5 τ/(1 + τλ)`` (``gain=None``, gradient estimator);
+        the gradient-free estimator evaluates no gradient, so it keeps ``0.5 τ``."""
+        return self.gain is None and self.estimator == "gradient"
+
     def _first_gain(self, state: RobbinsMonroState, tau: Any) -> jax.Array:
         """``a_0`` before the retries' multiplier."""
-        if self.gain is not None:
-            return self.gain * tau
+        if not self.scales_with_curvature:
+            return (DEFAULT_GAIN if self.gain is None else self.gain) * tau
         return DEFAULT_GAIN * tau / (1 + tau * state.curvature)
 
     def _grad_estimate(
@@ -141,7 +150,7 @@ class RobbinsMonroFit:
     ) -> tuple[jax.Array, RobbinsMonroState, dict, None]:
         model_args, model_kwargs = ctx.args, ctx.kwargs
         key_fit, key_curv = random.split(rng_key)
-        if self.gain is None:
+        if self.scales_with_curvature:
             value, v = self._curvature(state.mean, key_curv, ctx, state.direction, STEP_ITERATIONS)
             state = state._replace(
                 curvature=jnp.where(value > 0, value, state.curvature), direction=v
@@ -150,7 +159,7 @@ class RobbinsMonroFit:
         steps = jnp.arange(self.num_inner_steps, dtype=centre.dtype)
         first = self._first_gain(state, tau)
 
-        def fit(scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def fit(scale: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
             def body(m: jax.Array, jk: tuple[jax.Array, Any]) -> tuple[jax.Array, jax.Array]:
                 j, k = jk
                 a = scale * first * (1.0 + j / self.gain_t0) ** (-self.gain_kappa)
@@ -159,24 +168,25 @@ class RobbinsMonroFit:
                 return m - a * step, jnp.linalg.norm(step)
 
             mean, norms = lax.scan(body, state.mean, (steps, keys))
-            return mean, norms[-1]
-
-        def diverged(carry: tuple) -> jax.Array:
-            mean, _, _, tries = carry
-            return ~jnp.all(jnp.isfinite(mean)) & (tries <= MAX_RETRIES)
+            # Diverged: not finite, or its steps grew (the objective is 1/τ-strongly
+            # convex near its optimum: a stable fit's steps shrink to their noise).
+            bad = ~jnp.all(jnp.isfinite(mean)) | ~(norms[-1] <= DIVERGED * norms[0])
+            return mean, norms[-1], bad
 
         def retry(carry: tuple) -> tuple:
-            _, _, scale, tries = carry
+            _, _, _, scale, tries = carry
             scale = scale / 4
             return (*fit(scale), scale, tries + 1)
 
-        mean, norm = fit(state.gain_scale)
-        mean, norm, scale, tries = lax.while_loop(
-            diverged, retry, (mean, norm, state.gain_scale, jnp.zeros((), jnp.int32))
+        mean, norm, bad = fit(state.gain_scale)
+        mean, norm, _, scale, tries = lax.while_loop(
+            lambda c: c[2] & (c[4] < MAX_RETRIES),
+            retry,
+            (mean, norm, bad, state.gain_scale, jnp.zeros((), jnp.int32)),
         )
         n = self.num_inner_steps * self.num_particles * (1 + tries)
         grads, pes = (n, n) if self.estimator == "gradient" else (0, 2 * n)
-        if self.gain is None:
+        if self.scales_with_curvature:  # Hessian-vector products, about 2 gradients each
             pes = pes + 2 * STEP_ITERATIONS
             grads = grads + 2 * STEP_ITERATIONS
         info = {
