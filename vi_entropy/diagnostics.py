@@ -130,34 +130,35 @@ def bulk_effective_sample_size(values: Any) -> np.ndarray:
         if chains > 1:
             var_plus = var_plus + np.var(z.mean(axis=1), axis=0, ddof=1)
         rho = 1.0 - (mean_var - acov.mean(axis=0)) / var_plus  # (draws, coordinates)
-        ess[todo] = [_geyer_ess(rho[:, j], n) for j in range(rho.shape[1])]
+        ess[todo] = _geyer_ess(rho, n)
     return ess.reshape(x.shape[2:])
 
 
-def _geyer_ess(rho: np.ndarray, n: int) -> float:
-    """``n / τ̂`` from the autocorrelations ``rho`` of one coordinate (ArviZ's ``_ess``)."""
-    draws = rho.shape[0]
-    rho_t = np.zeros(draws)
-    rho_t[0], rho_t[1] = 1.0, rho[1]
-    even, odd = 1.0, rho[1]
-    # Geyer's initial positive sequence: sum pairs while their sum stays positive.
-    t = 1
-    while t < draws - 3 and even + odd > 0.0:
-        even, odd = rho[t + 1], rho[t + 2]
-        if even + odd >= 0:
-            rho_t[t + 1], rho_t[t + 2] = even, odd
-        t += 2
-    max_t = t - 2
-    if even > 0:
-        rho_t[max_t + 1] = even
-    # Geyer's initial monotone sequence: pair sums may not grow.
-    t = 1
-    while t <= max_t - 2:
-        if rho_t[t + 1] + rho_t[t + 2] > rho_t[t - 1] + rho_t[t]:
-            rho_t[t + 1] = rho_t[t + 2] = (rho_t[t - 1] + rho_t[t]) / 2.0
-        t += 2
-    tau = -1.0 + 2.0 * np.sum(rho_t[: max_t + 1]) + np.sum(rho_t[max_t + 1 : max_t + 2])
-    return float(n / max(tau, 1.0 / np.log10(n)))
+def _geyer_ess(rho: np.ndarray, n: int) -> np.ndarray:
+    """``n / τ̂`` from the autocorrelations ``rho`` (lags × coordinates), every coordinate
+    at once: ArviZ's ``_ess``, whose loops are written here as array operations.
+
+    Geyer's initial positive sequence sums the pairs ``P_k = ρ_2k + ρ_2k+1`` (``ρ_0 = 1``)
+    up to the first pair whose sum is not positive, or the last pair the draws allow; the
+    initial monotone sequence replaces them by their running minimum; the pair where the
+    sum stopped adds its first lag (if positive, or if that pair's sum was not negative).
+    """
+    draws, m = rho.shape
+    last_pair = max((draws - 3) // 2, 0)  # pairs 1 .. last_pair can be read
+    r = np.array(rho[: 2 * last_pair + 2], dtype=np.float64)
+    r[0] = 1.0
+    even, odd = r[0::2], r[1::2]  # (last_pair + 1, m)
+    pairs = even + odd
+    stops = pairs <= 0.0
+    stop = np.where(stops.any(axis=0), stops.argmax(axis=0), last_pair)
+    stop = np.minimum(stop, last_pair)
+    kept = np.arange(pairs.shape[0])[:, None] < stop[None, :]
+    monotone = np.minimum.accumulate(pairs, axis=0)
+    cols = np.arange(m)
+    even_stop, pair_stop = even[stop, cols], pairs[stop, cols]
+    tail = np.where(pair_stop >= 0.0, even_stop, np.maximum(even_stop, 0.0))
+    tau = -1.0 + 2.0 * np.sum(np.where(kept, monotone, 0.0), axis=0) + tail
+    return n / np.maximum(tau, 1.0 / np.log10(n))
 
 
 class Estimate(NamedTuple):
