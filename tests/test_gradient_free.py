@@ -7,6 +7,7 @@ samplers in ``test_schemes.py`` (``LE_CASES``).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -247,3 +248,58 @@ def test_bad_kernel_arguments_name_the_argument():
         EllipticalSlice(linreg_model, reference_scale=-1.0)
     with pytest.raises(ValueError, match="max_shrinks"):
         EllipticalSlice(linreg_model, max_shrinks=-2)
+
+
+# -- the benchmark's gradient-free baselines and the convolutional network ---------------
+
+
+def _mean_cross_entropy(model, params, X, y):
+    logits = model.forward(params, X)
+    return float(-jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)))
+
+
+@pytest.mark.parametrize("method", ["es-openes", "es-snes", "es-pgpe", "es-sep-cma"])
+def test_every_evolution_strategy_lowers_the_potential(method):
+    """evosax minimizes its fitness: handed the potential, each strategy lowers the loss
+    (a sign error would raise it), at the benchmark's settings."""
+    from vi_entropy.data import load_digits
+    from vi_entropy.experiment.methods import get_benchmark_method, resolve_point
+    from vi_entropy.models import dense_network
+
+    data = load_digits()
+    X, y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    model = dense_network(data.num_features, (8,), data.num_classes)
+    record = get_benchmark_method(method)
+    tau, settings = resolve_point(method, record.grid[-1], 60, smoke=True)
+    trainer = record.build(model, tau, dict(settings), 64)
+    init = model.init(random.PRNGKey(0))
+    state = trainer.init(random.PRNGKey(1), init, X, y)
+    for _ in range(60):
+        state, counts = trainer.step(state, X, y)
+    assert counts == {"grad_evals": 0, "forward_evals": settings["population_size"]}
+    before = _mean_cross_entropy(model, init, X, y)
+    after = _mean_cross_entropy(model, trainer.params(state), X, y)
+    assert after < before - 0.1, (before, after)
+
+
+def test_conv_network_trains_without_gradients():
+    """The convolutional network is a plain NumPyro model that LE-pCN trains."""
+    from vi_entropy.data import load_digits
+    from vi_entropy.models import conv_network
+
+    data = load_digits()
+    X, y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    model = conv_network(data.num_features, channels=(4, 4))
+    init = model.init(random.PRNGKey(0))
+    assert {k: v.shape for k, v in init.items()} == {
+        "K0": (5, 5, 1, 4), "c0": (4,), "K1": (5, 5, 4, 4), "c1": (4,), "W": (16, 10),
+        "b": (10,),
+    }  # fmt: skip
+    scheme = LocalEntropy(
+        model, 1e-3, sampler="pcn", num_chains=2, num_samples=20, num_warmup=20,
+        progress_bar=False,
+    )  # fmt: skip
+    result = scheme.run(random.PRNGKey(1), 40, X, y, init_params=init, batch_size=64)
+    before = _mean_cross_entropy(model, init, X, y)
+    after = _mean_cross_entropy(model, result.params, X, y)
+    assert after < before - 0.2, (before, after)

@@ -269,6 +269,15 @@ def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
             ),
         ),
         (
+            "--network",
+            dict(
+                choices=("dense", "cnn"),
+                default=None,
+                help="dense (default; --hidden) or cnn: two 5x5 convolutions of 8 and 16 "
+                "channels and a dense head (11,274 parameters on 28x28 images)",
+            ),
+        ),
+        (
             "--methods",
             dict(
                 type=_method_list(BENCHMARK_METHODS),
@@ -508,6 +517,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "path": args.path,
         "hidden": None if args.hidden is None else tuple(args.hidden),
+        "network": args.network,
         "methods": tuple(args.methods),
         "num_seeds": args.seeds,
         "updates": args.updates,

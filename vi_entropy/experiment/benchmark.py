@@ -55,7 +55,7 @@ from vi_entropy.experiment.metrics import (
     cross_entropy_model,
     hessian_top_eigenvalue,
 )
-from vi_entropy.models import dense_network, forward, init_network, model_sizes, num_parameters
+from vi_entropy.models import conv_network, dense_network, forward
 from vi_entropy.types import RejectedStepsError
 
 __all__ = [
@@ -95,6 +95,10 @@ class BenchmarkConfig:
         The data's files (``mnist``; ``fashion-mnist`` outside the Debian package's place).
     hidden : tuple of int, default (64,)
         Hidden widths of the dense network.
+    network : str, default "dense"
+        ``"dense"`` (:func:`~vi_entropy.models.dense_network` with ``hidden``) or ``"cnn"``
+        (:func:`~vi_entropy.models.conv_network`: two 5 × 5 convolutions of 8 and 16
+        channels and a dense head, 11,274 parameters on 28 × 28 images).
     methods : tuple of str, default every benchmark method
     updates : int, default 500
         Updates per run (the paper's budget); ``update_factor`` times this for the methods
@@ -126,6 +130,7 @@ class BenchmarkConfig:
     dataset: str = "fashion-mnist"
     path: str | None = None
     hidden: tuple[int, ...] = (64,)
+    network: str = "dense"
     methods: tuple[str, ...] = BENCHMARK_METHODS
     updates: int = 500
     batch_size: int = 128
@@ -177,6 +182,7 @@ class ConfigMismatch(ValueError):
 _RUN_DEFINING = {
     "dataset": "--dataset",
     "hidden": "--hidden",
+    "network": "--network",
     "updates": "--updates",
     "batch_size": "--batch-size",
     "num_validation": "--validation",
@@ -218,7 +224,13 @@ def setting_key(setting: Mapping[str, Any]) -> str:
 class _Evaluator:
     """The metrics of a trained point, each compiled once for the whole benchmark."""
 
-    def __init__(self, config: BenchmarkConfig, train: Dataset, validation: Dataset) -> None:
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        train: Dataset,
+        validation: Dataset,
+        forward: Callable = forward,
+    ) -> None:
         self.config = config
         self.X_val, self.y_val = jnp.asarray(validation.X_test), jnp.asarray(validation.y_test)
         self.X_test, self.y_test = jnp.asarray(train.X_test), jnp.asarray(train.y_test)
@@ -238,11 +250,13 @@ class _Evaluator:
             )
         )
         self._X_sub, self._y_sub = X_sub, y_sub
+        self._forward = forward
         self._f_tau: Callable | None = None
 
     def f_tau(self, params: Mapping[str, Any], key: Any) -> float:
         if self._f_tau is None:  # the model needs the parameters' shapes
-            model = cross_entropy_model(forward, {k: v.shape for k, v in params.items()})
+            shapes = {k: v.shape for k, v in params.items()}
+            model = cross_entropy_model(self._forward, shapes)
             cfg = self.config
 
             def estimate(params: Mapping[str, Any], key: Any) -> jax.Array:
@@ -301,7 +315,7 @@ def _train(
     X, y = data
     batch = min(config.batch_size, len(y))
     trainer = record.build(model, tau, dict(settings), batch)
-    init = init_network(random.PRNGKey(seed), model_sizes(model))
+    init = model.init(random.PRNGKey(seed))
     key = random.fold_in(random.PRNGKey(seed), BENCHMARK_METHODS.index(method) + 1000)
     every = config.eval_every * record.update_factor
     cost = {"grad_evals": 0, "forward_evals": 0}
@@ -486,17 +500,19 @@ def run_benchmark(
     runs_path = out / "runs.jsonl"
     _check_resumable(out, config)
     _drop_cut_line(runs_path, log)
-    model = dense_network(train.num_features, config.hidden, train.num_classes)
-    evaluator = _Evaluator(config, train, validation)
+    model = network(config, train)
+    evaluator = _Evaluator(config, train, validation, model.forward)
     X, y = jnp.asarray(train.X_train), jnp.asarray(train.y_train)
     done = {
         (r["method"], setting_key(r["setting"]), r["seed"], r["phase"]): r
         for r in _read_runs(runs_path)
     }
-    sizes = model_sizes(model)
+    shapes = {k: v.shape for k, v in model.init(random.PRNGKey(0)).items()}
+    num_params = sum(int(np.prod(v)) for v in shapes.values())
+    described = model.sizes if config.network == "dense" else "CNN"
     log(
         f"{data.name}: {len(train.y_train)} train / {len(validation.y_test)} validation / "
-        f"{len(train.y_test)} test images; network {sizes} ({num_parameters(sizes)} "
+        f"{len(train.y_test)} test images; network {described} ({num_params} "
         f"parameters); {config.updates} updates, mini-batch {config.batch_size}; "
         f"{len(done)} runs already in {runs_path}"
     )
@@ -541,6 +557,15 @@ def run_benchmark(
     summary = summarize(runs, config, data_sizes(data.name, train, validation))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def network(config: BenchmarkConfig, train: Dataset) -> Callable:
+    """The benchmark's NumPyro network for ``config.network`` on ``train``'s images."""
+    if config.network == "dense":
+        return dense_network(train.num_features, config.hidden, train.num_classes)
+    if config.network == "cnn":
+        return conv_network(train.num_features, num_classes=train.num_classes)
+    raise ValueError(f"network: expected 'dense' or 'cnn', got {config.network!r}.")
 
 
 def _run(

@@ -421,6 +421,33 @@ def _given_20x_gradients(
     )
 
 
+# The LE methods' search: τ (constant, or decaying geometrically to a tenth by the last
+# update).  An outer SGD with Nesterov momentum on the LE direction lost 3 to 4 points on
+# mnist5k (benchmarks/gradient_free_levers.py), and is not searched.
+_GF_TAUS = (
+    *({"tau": tau} for tau in (3e-5, 1e-4, 3e-4, 1e-3)),
+    {"tau": 3e-4, "tau_final": 3e-5},
+    {"tau": 1e-3, "tau_final": 1e-4},
+)
+# The evolution strategies' population: le-pcn's forward evaluations per update, chains ×
+# (transitions + 1) = 2 × 81, so that every gradient-free method has the same budget.
+_GF_POPULATION = Count(2 * (4 + 1), 2 * (80 + 1))
+
+
+def _es_method(
+    name: str,
+    strategy: str,
+    about: str,
+    base: Mapping[str, Any],
+    grid: tuple[Mapping[str, Any], ...],
+) -> BenchmarkMethod:
+    """An evosax strategy of the benchmark, at le-pcn's forward evaluations per update."""
+    settings = {"strategy": strategy, "population_size": _GF_POPULATION, "std": 0.01, **base}
+    return BenchmarkMethod(
+        name, build_es, settings, grid, "gradient-free", about, gradient_free=True
+    )
+
+
 # A method's position seeds its runs (with the run's seed): new methods go at the end.
 BENCHMARK: tuple[BenchmarkMethod, ...] = (
     _SGD,
@@ -525,6 +552,58 @@ BENCHMARK: tuple[BenchmarkMethod, ...] = (
     _given_20x_gradients(
         _SWA, _grid(learning_rate=[5e-7, 1e-6, 2e-6], swa_start_fraction=[0.5, 0.75])
     ),
+    BenchmarkMethod(
+        "le-pcn",
+        build_local_entropy,
+        LE_PCN,
+        _GF_TAUS,
+        "gradient-free",
+        "local entropy, pCN: 2 chains × 80 transitions (162 forward evaluations an update)",
+        gradient_free=True,
+    ),
+    BenchmarkMethod(
+        "le-slice",
+        build_local_entropy,
+        LE_SLICE,
+        _GF_TAUS,
+        "gradient-free",
+        "local entropy, elliptical slice: 20 transitions a chain (about 4.5 forward "
+        "evaluations each)",
+        gradient_free=True,
+    ),
+    _es_method(
+        "es-openes",
+        "open_es",
+        "OpenES (evosax): antithetic Gaussian search, Adam on the mean",
+        {"optimizer": "adam"},
+        _grid(std=[0.005, 0.02], learning_rate=[3e-3, 1e-2, 3e-2]),
+    ),
+    _es_method(
+        "es-snes",
+        "snes",
+        "SNES (evosax): separable natural evolution strategy",
+        {"optimizer": "sgd", "learning_rate": 1.0},
+        # evosax's own mean update (SGD at 1: the natural-gradient step) and Adam.
+        tuple(
+            {"std": std, "optimizer": name, "learning_rate": lr}
+            for std in (0.01, 0.03, 0.1)
+            for name, lr in (("sgd", 1.0), ("adam", 3e-2))
+        ),
+    ),
+    _es_method(
+        "es-pgpe",
+        "pgpe",
+        "PGPE (evosax): antithetic, adapted per-weight scale, ClipUp on the mean",
+        {"optimizer": "clipup"},
+        _grid(std=[0.01, 0.03], learning_rate=[3e-3, 1e-2, 3e-2]),
+    ),
+    _es_method(
+        "es-sep-cma",
+        "sep_cma_es",
+        "Sep-CMA-ES (evosax): diagonal covariance and step-size adaptation",
+        {"optimizer": None},
+        _grid(std=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3]),
+    ),
 )
 assert all(len(m.grid) == GRID_SIZE for m in BENCHMARK)
 _BENCHMARK_BY_NAME = {m.name: m for m in BENCHMARK}
@@ -573,4 +652,6 @@ def resolve_point(
         settings[key.removesuffix("_per_tau")] = factor * tau
     if "swa_start_fraction" in settings:
         settings["swa_start"] = int(settings.pop("swa_start_fraction") * updates)
+    if "tau_final" in settings:  # τ decays geometrically to tau_final at the last update
+        settings["tau_decay"] = (settings.pop("tau_final") / tau) ** (1.0 / updates)
     return tau, settings

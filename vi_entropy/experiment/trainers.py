@@ -171,13 +171,26 @@ def _open_es(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) 
     return es, es.default_params
 
 
-def _snes(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
+def _with_std_init(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
+    """SNES, PGPE: the optimizer moves the mean, ``std_init`` starts the adapted scale."""
     es = cls(size, flat, optimizer=optimizer)
     return es, es.default_params.replace(std_init=jnp.asarray(std))
 
 
-# evosax class and how its search scale is set, by strategy name.
-_STRATEGIES = {"open_es": ("Open_ES", _open_es), "snes": ("SNES", _snes)}
+def _sep_cma(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
+    """Sep-CMA-ES moves its mean by its own recombination (no optimizer)."""
+    es = cls(size, flat)
+    return es, es.default_params.replace(std_init=jnp.asarray(std))
+
+
+# evosax class and how it is made, by strategy name.  Every evosax strategy minimizes its
+# fitness (ranks, lowest first), so the fitness is the potential itself.
+_STRATEGIES = {
+    "open_es": ("Open_ES", _open_es),
+    "snes": ("SNES", _with_std_init),
+    "pgpe": ("PGPE", _with_std_init),
+    "sep_cma_es": ("Sep_CMA_ES", _sep_cma),
+}
 
 
 class ESTrainer(_CompiledTrainer):
@@ -202,7 +215,8 @@ class ESTrainer(_CompiledTrainer):
             import evosax.algorithms as algorithms
         except ImportError as err:  # an optional dependency
             raise ImportError(
-                "the evolution-strategy methods (es-openes, es-snes) need evosax: "
+                "the evolution-strategy methods (es-openes, es-snes, es-pgpe, es-sep-cma) "
+                "need evosax: "
                 "pip install 'vi-entropy[examples]'"
             ) from err
         super().__init__(
@@ -302,12 +316,25 @@ def build_sam(model: Callable, tau: float, s: dict[str, Any], batch: int) -> Opt
 
 
 def _outer_optim(s: dict[str, Any]) -> dict[str, Any]:
-    """Turn ``outer_optimizer``/``outer_learning_rate`` settings into ``outer_optim``."""
+    """Turn ``outer_optimizer``/``outer_learning_rate`` (and ``outer_momentum``, SGD's
+    Nesterov momentum) settings into ``outer_optim``."""
     name = s.pop("outer_optimizer", None)
     learning_rate = s.pop("outer_learning_rate", None)
+    momentum = s.pop("outer_momentum", None)
     if name is not None:
-        s["outer_optim"] = _OPTAX[name](learning_rate)
+        if momentum is not None:
+            s["outer_optim"] = optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+        else:
+            s["outer_optim"] = _OPTAX[name](learning_rate)
     return s
+
+
+def _tau(tau: float, s: dict[str, Any]) -> Any:
+    """``τ``, or the schedule ``τ · tau_decay^k`` when the settings carry ``tau_decay``."""
+    decay = s.pop("tau_decay", None)
+    if decay is None:
+        return tau
+    return optax.exponential_decay(tau, transition_steps=1, decay_rate=decay)
 
 
 def build_local_entropy(
@@ -317,7 +344,12 @@ def build_local_entropy(
     sampler = s.pop("sampler")
     kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ())}
     scheme = LocalEntropy(
-        model, tau, sampler=sampler, sampler_kwargs=kwargs, progress_bar=False, **_outer_optim(s)
+        model,
+        _tau(tau, s),
+        sampler=sampler,
+        sampler_kwargs=kwargs,
+        progress_bar=False,
+        **_outer_optim(s),
     )
     return SchemeTrainer(scheme, batch)
 
@@ -355,7 +387,20 @@ def build_heat(model: Callable, tau: float, s: dict[str, Any], batch: int) -> Sc
     return SchemeTrainer(scheme, batch)
 
 
+def _es_optimizer(name: str | None, learning_rate: float | None) -> Any:
+    """The optimizer of an evolution strategy's mean: an Optax one, or evosax's ClipUp
+    with its maximum speed at twice the learning rate (as EvoJAX's PGPE sets it)."""
+    if name is None:
+        return None
+    if name == "clipup":
+        from evosax.core.optimizer import clipup
+
+        return clipup(learning_rate, max_velocity=2.0 * learning_rate)
+    return _OPTAX[name](learning_rate)
+
+
 def build_es(model: Callable, tau: float, s: dict[str, Any], batch: int) -> ESTrainer:
-    """An evosax strategy ``s["strategy"]`` with an Optax optimizer on its mean."""
-    optimizer = _OPTAX[s["optimizer"]](s["learning_rate"])
+    """An evosax strategy ``s["strategy"]`` with optimizer ``s["optimizer"]`` on its mean
+    (``"sgd"``, ``"adam"``, ``"clipup"``; none for Sep-CMA-ES)."""
+    optimizer = _es_optimizer(s.get("optimizer"), s.get("learning_rate"))
     return ESTrainer(model, s["strategy"], s["population_size"], s["std"], optimizer, batch)
