@@ -9,7 +9,7 @@ per method: seconds per forward evaluation (wall and process CPU time) and the r
 le-pcn's, the median of the per-repeat ratios.  The networks are the benchmark's dense
 784-64-10 and its CNN (``--network cnn``), on the ``mnist5k`` images.
 
-    python benchmarks/gradient_free_cost.py            # both networks, 5 repeats
+    python benchmarks/gradient_free_cost.py            # both networks, 3 repeats
     python benchmarks/gradient_free_cost.py --quick    # digits, tiny (seconds)
 """
 
@@ -37,7 +37,7 @@ def _updates(trainer: Any, state: Any, updates: int, X: Any, y: Any) -> Any:
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--networks", nargs="+", default=None, help="dense cnn")
-    p.add_argument("--updates", type=int, default=None, help="updates a timed call (10)")
+    p.add_argument("--updates", type=int, default=None, help="updates a timed call (5)")
     a = p.parse_args(argv)
 
     import jax.numpy as jnp
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = "digits" if a.quick else "mnist5k"
     networks = a.networks or (["dense"] if a.quick else ["dense", "cnn"])
-    updates = a.updates or (2 if a.quick else 10)
-    repeats = a.repeats or (2 if a.quick else 5)
+    updates = a.updates or (2 if a.quick else 5)
+    repeats = a.repeats or (2 if a.quick else 3)
     batch = 32 if a.quick else 128
     data = load_dataset(dataset)
     X, y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)

@@ -10,7 +10,11 @@ population) unless the variant is about the budget:
 * **outer momentum**: SGD with Nesterov momentum 0.9 on the LE direction ``(x_k − m_k)/τ``
   at learning rate ``c·τ`` (``c = 1`` is plain LE when the momentum is 0);
 * **τ schedule**: ``τ`` decaying geometrically from its first value to a tenth;
-* **τ**: the base at other ``τ``.
+* **τ**: the base at another ``τ``;
+* **antithetic pairs**: ``PCN(antithetic=True)``, one pair of mirrored chains (its
+  midpoint as the draw) × 80 transitions, 2 evaluations each;
+* **acceptance**: pCN's ``ρ`` adapted to a target acceptance of 0.1 or 0.5 instead of
+  0.25 (bolder or more cautious moves per transition).
 
 Each variant runs with ``--seeds`` seeds; the JSON holds every run and the mean and
 standard deviation of the test and validation accuracy per variant.
@@ -47,8 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "tau 3e-4": {"tau": 3e-4},
     "tau 3e-4 to 3e-5": {"tau": 3e-4, "tau_final": 3e-5},
-    "tau 1e-3": {"tau": 1e-3},
-    "tau 1e-3 to 1e-4": {"tau": 1e-3, "tau_final": 1e-4},
+    "accept 0.1": {"tau": 1e-4, "target_accept_prob": 0.1},
+    "accept 0.5": {"tau": 1e-4, "target_accept_prob": 0.5},
+    "antithetic 1x80": {"tau": 1e-4, "num_chains": 1, "antithetic": True},
+    "antithetic 1x80, tau 3e-4": {"tau": 3e-4, "num_chains": 1, "antithetic": True},
 }
 
 

@@ -303,3 +303,40 @@ def test_conv_network_trains_without_gradients():
     before = _mean_cross_entropy(model, init, X, y)
     after = _mean_cross_entropy(model, result.params, X, y)
     assert after < before - 0.2, (before, after)
+
+
+def test_antithetic_pcn_midpoint_keeps_the_mean_with_less_spread():
+    """Each chain of the pair is a pCN chain of the target; the midpoint reported has
+    the target's mean and a smaller spread (the reference's noise cancels in it)."""
+
+    def model():
+        numpyro.sample("x", dist.Normal(jnp.asarray(LOC), SCALE))
+
+    def run(antithetic):
+        mcmc = MCMC(
+            PCN(model, antithetic=antithetic), num_warmup=500, num_samples=4000, num_chains=4,
+            chain_method="vectorized", progress_bar=False,
+        )  # fmt: skip
+        mcmc.run(random.PRNGKey(0))
+        return mcmc
+
+    plain, pair = run(False), run(True)
+    midpoints = np.asarray(pair.get_samples(group_by_chain=True)["x"])
+    _mean_within(midpoints, LOC)
+    assert np.all(midpoints.std(axis=(0, 1)) < 0.9 * SCALE)
+    _mean_within(np.asarray(plain.get_samples(group_by_chain=True)["x"]), LOC)
+    state = pair.last_state
+    assert state.pair.shape == (4, 2, 2)  # chains, the two of a pair, coordinates
+    np.testing.assert_allclose(state.z["x"], state.pair.mean(axis=1), rtol=1e-6)
+
+
+def test_antithetic_pcn_in_local_entropy_counts_two_evaluations_a_transition():
+    X, y = linreg_data(n=30, d=3)
+    le = LocalEntropy(ordinary_model, 0.01, sampler="pcn", num_chains=CHAINS,
+                      num_samples=SAMPLES, num_warmup=10, sampler_kwargs={"antithetic": True},
+                      progress_bar=False)  # fmt: skip
+    result = le.run(random.PRNGKey(0), 3, X, y)
+    info = result.info
+    assert not info["rejected"].any() and not info["fault"].any()
+    assert np.all(np.asarray(info["num_potential_evals"])[1:] == 2 * CHAINS * (SAMPLES + 1))
+    assert np.all(np.isfinite(np.asarray(result.params["w"])))

@@ -604,6 +604,16 @@ BENCHMARK: tuple[BenchmarkMethod, ...] = (
         {"optimizer": None},
         _grid(std=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3]),
     ),
+    BenchmarkMethod(
+        "le-pcn-antithetic",
+        build_local_entropy,
+        {**LE_PCN, "num_chains": 1, "antithetic": True},
+        _GF_TAUS,
+        "gradient-free",
+        "local entropy, pCN with antithetic pairs: one pair of mirrored chains × 80 "
+        "transitions, 2 forward evaluations each (162 an update)",
+        gradient_free=True,
+    ),
 )
 assert all(len(m.grid) == GRID_SIZE for m in BENCHMARK)
 _BENCHMARK_BY_NAME = {m.name: m for m in BENCHMARK}

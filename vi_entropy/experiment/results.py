@@ -6,7 +6,9 @@ page: per benchmark the protocol and its cost, a plain reading generated from th
 figures (which method to pick, where local entropy or heat regularization earns its cost
 and where it does not), a table of mean ± sd over the final seeds for every metric, the
 figure of test accuracy against evaluations with seed bands, and every method's search.
-Nothing on the page is typed by hand: rerun the command after the benchmark.
+Nothing on the page is typed by hand but a directory's ``notes.md``, committed beside
+its runs for what the files alone do not say (measurements made outside the protocol,
+what was tried); rerun the command after the benchmark.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import numpy as np
 
 from vi_entropy.experiment.figures import Curve, family_of, plot_family_panels
 
-__all__ = ["grid_edges", "load_benchmark", "plain_reading", "render_page", "verdict", "write_page"]
+__all__ = [
+    "benchmark_command",
+    "grid_edges",
+    "load_benchmark",
+    "plain_reading",
+    "render_page",
+    "verdict",
+    "write_page",
+]
 
 # Columns of the table: summary key, heading, format.
 _COLUMNS = (
@@ -179,8 +189,34 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
     free = [n for n in methods if methods[n]["family"] == "gradient-free"]
     if free:
         best_free = _best(methods, free)
-        out.append(f"Best gradient-free method: `{best_free}`, {_acc(methods, best_free)}.")
+        out.append(
+            f"Best gradient-free method: `{best_free}`, {_acc(methods, best_free)}, at "
+            f"{_forwards(methods, best_free)} forward evaluations."
+        )
+        out += _gradient_free_reading(methods, free)
     return out
+
+
+def _forwards(methods: Mapping[str, Any], name: str) -> str:
+    return f"{methods[name]['forward_evals']['mean']:,.0f}"
+
+
+def _gradient_free_reading(methods: Mapping[str, Any], free: Sequence[str]) -> list[str]:
+    """The best local-entropy method without gradients against the best evolution
+    strategy, at their forward evaluations."""
+    le = _best(methods, [n for n in free if n.startswith("le-")])
+    es = _best(methods, [n for n in free if n.startswith("es-")])
+    if le is None or es is None:
+        return []
+    a, b = methods[le], methods[es]
+    diff, se = _significant(a, b, "test_accuracy")
+    ratio = a["forward_evals"]["mean"] / max(b["forward_evals"]["mean"], 1.0)
+    return [
+        f"Local entropy without gradients against the evolution strategies: `{le}` "
+        f"({_acc(methods, le)}) is {verdict(diff, se)} `{es}` ({_acc(methods, es)}), "
+        f"{diff:+.3f} ± {se:.3f}, at {ratio:.2f}× its forward evaluations and "
+        f"{a['wall_s']['mean'] / max(b['wall_s']['mean'], 1e-9):.1f}× its time."
+    ]
 
 
 def _acc(methods: Mapping[str, Any], name: str) -> str:
@@ -367,6 +403,15 @@ def _table_rows(methods: Mapping[str, Any], order: Sequence[str]) -> list[str]:
     return rows
 
 
+def _notes(directory: Path) -> list[str]:
+    """``notes.md`` of a benchmark directory (committed beside its runs: what the files
+    alone do not say, such as measurements made outside the protocol), as a section."""
+    path = directory / "notes.md"
+    if not path.is_file():
+        return []
+    return ["### Notes", "", path.read_text().strip(), ""]
+
+
 def render_benchmark(
     directory: str | Path, figures: str | Path, link: str, command: str | None = None
 ) -> str:
@@ -378,12 +423,19 @@ def render_benchmark(
     _figure(runs, summary, figure)
     seeds = sorted({len(e["seeds"]) for e in methods.values()})
     machine = summary.get("machine", {})
+    if config.get("network", "dense") == "cnn":
+        network = (
+            "convolutional (two 5 × 5 convolutions of 8 and 16 channels, ReLU and 2 × 2 "
+            "max pooling each, a dense head)"
+        )
+    else:
+        network = f"dense {config['hidden']} hidden tanh units"
     lines = [
-        f"## {data['name']}",
+        f"## {name}",
         "",
-        f"Data: {data['train']:,} training, {data['validation']:,} validation (held out of the "
-        f"training images, seed 0) and {data['test']:,} test images. Network: dense "
-        f"{config['hidden']} hidden tanh units, softmax likelihood, N(0, 1) priors; "
+        f"Data: {data['name']}, {data['train']:,} training, {data['validation']:,} validation "
+        f"(held out of the training images, seed 0) and {data['test']:,} test images. "
+        f"Network: {network}, softmax likelihood, N(0, 1) priors; "
         f"{config['updates']} updates of mini-batches of {config['batch_size']}. Each method "
         f"searched {len(next(iter(methods.values()))['search'])} settings by validation "
         f"accuracy (seed {config['search_seed']}), then ran the chosen one with "
@@ -402,6 +454,7 @@ def render_benchmark(
         "",
         *[f"- {s}" for s in plain_reading(summary)],
         "",
+        *_notes(Path(directory)),
         "### Table",
         "",
         "Mean ± sd over the final seeds. NLL and ECE (15 bins) on the test set; the top "
@@ -478,6 +531,36 @@ The mnist5k reproduction of the paper's own experiment is on {doc}`its own page
 """
 
 
+def benchmark_command(config: Mapping[str, Any], out: str) -> str:
+    """The ``vi-entropy benchmark`` command that reruns (or resumes) a benchmark.
+
+    Example
+    -------
+    >>> from vi_entropy.experiment.benchmark import BenchmarkConfig
+    >>> from dataclasses import asdict
+    >>> benchmark_command(asdict(BenchmarkConfig(dataset="mnist5k", num_validation=1000,
+    ...     methods=("le-pcn", "es-snes"))), "docs/results/x")
+    'vi-entropy benchmark --dataset mnist5k --validation 1000 --methods le-pcn,es-snes --seeds 3 --out docs/results/x'
+    """
+    from vi_entropy.experiment.benchmark import BenchmarkConfig
+    from vi_entropy.experiment.methods import BENCHMARK_METHODS
+
+    default = BenchmarkConfig()
+    parts = ["vi-entropy benchmark", f"--dataset {config['dataset']}"]
+    if config.get("network", "dense") != "dense":
+        parts.append(f"--network {config['network']}")
+    if tuple(config["hidden"]) != default.hidden and config.get("network", "dense") == "dense":
+        parts.append("--hidden " + " ".join(map(str, config["hidden"])))
+    for key, flag in (("updates", "--updates"), ("batch_size", "--batch-size"),
+                      ("num_validation", "--validation")):  # fmt: skip
+        if config[key] != getattr(default, key):
+            parts.append(f"{flag} {config[key]}")
+    if tuple(config["methods"]) != BENCHMARK_METHODS:
+        parts.append("--methods " + ",".join(config["methods"]))
+    parts += [f"--seeds {config['num_seeds']}", f"--out {out}"]
+    return " ".join(parts)
+
+
 def render_page(
     directories: Sequence[str | Path], figures: str | Path, root: str | Path = "docs"
 ) -> str:
@@ -485,12 +568,9 @@ def render_page(
     sections = [_INTRO]
     for d in directories:
         link = Path(os.path.relpath(Path(d).resolve(), Path(root).resolve())).as_posix()
-        name = Path(d).name
-        command = None
-        if name in ("fashion-mnist", "mnist5k", "digits"):
-            out = f"{Path(root).resolve().name}/{link}"
-            command = f"vi-entropy benchmark --dataset {name} --out {out}"
-        sections.append(render_benchmark(d, figures, link, command=command))
+        out = f"{Path(root).resolve().name}/{link}"
+        config = load_benchmark(d)[1]["config"]
+        sections.append(render_benchmark(d, figures, link, command=benchmark_command(config, out)))
     return "\n".join(sections)
 
 

@@ -282,7 +282,7 @@ _SAMPLER_OPTIONS = {
     "sgld": ("step_size", "noise_scale"),
     "nuts": ("max_tree_depth",),
     "sa": ("adapt_state_size",),
-    "pcn": ("rho_gain",),
+    "pcn": ("rho_gain", "target_accept_prob", "antithetic"),
 }
 
 
@@ -342,7 +342,7 @@ def build_local_entropy(
 ) -> SchemeTrainer:
     """:class:`LocalEntropy` with sampler ``s["sampler"]``; the rest are its options."""
     sampler = s.pop("sampler")
-    kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ())}
+    kwargs = {k: s.pop(k) for k in _SAMPLER_OPTIONS.get(sampler, ()) if k in s}
     scheme = LocalEntropy(
         model,
         _tau(tau, s),

@@ -192,7 +192,9 @@ class EllipticalSlice(GaussianReferenceKernel):
         super().__init__(model, potential_fn, reference_loc, reference_scale, init_strategy)
         self.max_shrinks = check.count("max_shrinks", max_shrinks, minimum=0)
 
-    def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Any) -> EllipticalSliceState:
+    def _init_state(
+        self, z: Any, pe: Any, key: Any, model_kwargs: Any, model_args: tuple = ()
+    ) -> EllipticalSliceState:
         return EllipticalSliceState(
             jnp.array(0), z, pe, jnp.array(1, jnp.int32), jnp.array(False), key
         )

@@ -145,7 +145,7 @@ class GaussianReferenceKernel(ModelKernel):
 
         def one(z: Any, key: Any) -> Any:
             pe = self._potential(z, model_args, model_kwargs)
-            return self._init_state(z, pe, key, model_kwargs)
+            return self._init_state(z, pe, key, model_kwargs, model_args)
 
         if vectorized:
             return jax.vmap(one)(init_params, rng_key)
@@ -158,7 +158,9 @@ class GaussianReferenceKernel(ModelKernel):
         return state._replace(potential_energy=self._potential(state.z, model_args, model_kwargs))
 
     # -- transitions ----------------------------------------------------------------------
-    def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Mapping[str, Any]) -> Any:
+    def _init_state(
+        self, z: Any, pe: Any, key: Any, model_kwargs: Mapping[str, Any], model_args: tuple = ()
+    ) -> Any:
         raise NotImplementedError
 
     def sample(self, state: Any, model_args: tuple, model_kwargs: dict | None) -> Any:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import random
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 
@@ -46,6 +47,9 @@ class PCNState(NamedTuple):
     - **rho** - the proposal's ``ρ`` (adapted during warm-up, then fixed).
     - **adapt_state** - NumPyro's dual-averaging state of ``logit ρ``.
     - **rng_key** - random key for the next transition.
+    - **pair**, **pair_potential** - with ``antithetic=True``: the two chains' flat points
+      and their potentials (``z`` is then their midpoint, ``potential_energy`` the mean of
+      the two); ``None`` otherwise.
     """
 
     i: Any
@@ -55,6 +59,8 @@ class PCNState(NamedTuple):
     rho: Any
     adapt_state: Any
     rng_key: Any
+    pair: Any = None
+    pair_potential: Any = None
 
 
 def pcn_proposal(rng_key: Any, x: jax.Array, loc: Any, scale: Any, rho: Any) -> jax.Array:
@@ -188,6 +194,15 @@ class PCN(GaussianReferenceKernel):
         The closer the reference is to the target, the larger the ``ρ`` that is accepted.
     init_strategy : callable, default ``init_to_uniform``
         NumPyro init strategy, used when ``init_params`` is not given.
+    antithetic : bool, default False
+        Run each chain as a pair: the second starts at the first's mirror image through
+        the reference mean ``m`` and proposes with ``−ξ`` where the first proposes with
+        ``ξ`` (and accepts with the same uniform).  Each of the two is a pCN chain of the
+        target on its own; the draw reported is their midpoint, in which the reference's
+        noise cancels and only the asymmetry of the two acceptances, driven by ``U``,
+        moves it.  Its mean is the target's mean (each chain's is), with less variance
+        when the target is close to the reference; it is not a draw of the target.
+        Two potential evaluations per transition and per refresh.
 
     Example
     -------
@@ -214,28 +229,81 @@ class PCN(GaussianReferenceKernel):
         reference_loc: Any = None,
         reference_scale: Any = None,
         init_strategy: Callable = init_to_uniform,
+        antithetic: bool = False,
     ) -> None:
         super().__init__(model, potential_fn, reference_loc, reference_scale, init_strategy)
+        self.antithetic = check.flag("antithetic", antithetic)
         self.rho = check.unit_interval("rho", rho)
         self.target_accept_prob = check.open_unit_interval("target_accept_prob", target_accept_prob)
         self.adapt_rho = check.flag("adapt_rho", adapt_rho)
         self.rho_gain = check.positive_float("rho_gain", rho_gain, allow_zero=True)
         self._adaptation = rho_adaptation(self.rho, self.target_accept_prob)
 
-    def _init_state(self, z: Any, pe: Any, key: Any, model_kwargs: Any) -> PCNState:
+    def _init_state(
+        self, z: Any, pe: Any, key: Any, model_kwargs: Any, model_args: tuple = ()
+    ) -> PCNState:
         dtype = jnp.result_type(pe)
         one = jnp.ones((), dtype)
-        return PCNState(
+        state = PCNState(
             jnp.array(0), z, pe, one, jnp.asarray(self.rho, dtype), self._adaptation[0](), key
         )
+        if not self.antithetic:
+            return state
+        # The twin starts at the mirror image through the reference mean.
+        x, potential_fn, unravel = self._flat_potential(z, model_args, model_kwargs)
+        loc, _ = self.reference(z, model_kwargs)
+        twin = 2.0 * loc - x
+        pe_twin = potential_fn(twin)
+        return state._replace(
+            z=unravel(0.5 * (x + twin)),
+            potential_energy=0.5 * (pe + pe_twin),
+            pair=jnp.stack([x, twin]),
+            pair_potential=jnp.stack([pe, pe_twin]),
+        )
+
+    def refresh(self, state: PCNState, model_args: tuple, model_kwargs: dict | None) -> PCNState:
+        if not self.antithetic:
+            return super().refresh(state, model_args, model_kwargs)
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        _, potential_fn, _ = self._flat_potential(state.z, model_args, model_kwargs)
+        pair_potential = jnp.stack([potential_fn(state.pair[0]), potential_fn(state.pair[1])])
+        return state._replace(
+            potential_energy=jnp.mean(pair_potential), pair_potential=pair_potential
+        )
+
+    def _move(
+        self, key: Any, state: PCNState, potential_fn: Callable, loc: Any, scale: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        """One transition: ``(x, potential, accept_prob, pair state)``."""
+        if not self.antithetic:
+            x = ravel_pytree(state.z)[0]
+            x, pe, accept_prob = pcn_kernel(
+                key, x, state.potential_energy, potential_fn, loc, scale, state.rho
+            )
+            return x, pe, accept_prob, (None, None)
+        key_proposal, key_accept = random.split(key)
+        pair, pair_pe = state.pair, state.pair_potential
+        xi = random.normal(key_proposal, pair.shape[1:], pair.dtype)
+        c = jnp.sqrt(1.0 - state.rho**2)
+        proposals = loc + c * (pair - loc) + state.rho * scale * jnp.stack([xi, -xi])
+        pe_y = jnp.stack([potential_fn(proposals[0]), potential_fn(proposals[1])])
+        log_ratio = jax.vmap(
+            lambda x, pe, y, pe_new: (
+                (pe - reference_energy(x, loc, scale)) - (pe_new - reference_energy(y, loc, scale))
+            )
+        )(pair, pair_pe, proposals, pe_y)
+        ok = jnp.isfinite(pe_y) & ~jnp.isnan(log_ratio)
+        probs = jnp.where(ok, jnp.exp(jnp.minimum(log_ratio, 0.0)), 0.0).astype(pair.dtype)
+        accept = random.uniform(key_accept, (), pair.dtype) < probs  # one uniform for both
+        pair = jnp.where(accept[:, None], proposals, pair)
+        pair_pe = jnp.where(accept, pe_y, pair_pe)
+        return 0.5 * (pair[0] + pair[1]), jnp.mean(pair_pe), jnp.mean(probs), (pair, pair_pe)
 
     def _sample_one(self, state: PCNState, model_args: tuple, model_kwargs: dict) -> PCNState:
         key, key_move = random.split(state.rng_key)
-        x, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
+        _, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
         loc, scale = self.reference(state.z, model_kwargs)
-        x, pe, accept_prob = pcn_kernel(
-            key_move, x, state.potential_energy, potential_fn, loc, scale, state.rho
-        )
+        x, pe, accept_prob, (pair, pair_pe) = self._move(key_move, state, potential_fn, loc, scale)
         rho, adapt_state = state.rho, state.adapt_state
         if self.adapt_rho and self._num_warmup > 0:
             _, update, final = self._adaptation
@@ -252,14 +320,18 @@ class PCN(GaussianReferenceKernel):
             )
             after = state.i >= self._num_warmup if self.adapt_rho else True
             rho = jnp.where(after, followed, rho).astype(state.rho.dtype)
-        return PCNState(state.i + 1, unravel(x), pe, accept_prob, rho, adapt_state, key)
+        return PCNState(
+            state.i + 1, unravel(x), pe, accept_prob, rho, adapt_state, key, pair, pair_pe
+        )
 
     def evaluation_counts(
         self, state: PCNState, stats: Mapping[str, Any], budget: ChainBudget
     ) -> dict[str, jax.Array]:
-        """One potential evaluation per transition and one per chain at the refresh; no
-        gradient (see :class:`~vi_entropy.types.ChainBudget`)."""
-        evals = budget.chains * (budget.transitions + budget.warmup) + start_evals(budget)
+        """One potential evaluation per transition and one per chain at the refresh (two
+        each with ``antithetic``); no gradient (see :class:`~vi_entropy.types.ChainBudget`)."""
+        per_chain = 2 if self.antithetic else 1
+        refresh = start_evals(budget) - budget.chains  # initialize_model's check, if any
+        evals = per_chain * budget.chains * (budget.transitions + budget.warmup + 1) + refresh
         return {"num_grad_evals": jnp.asarray(0), "num_potential_evals": jnp.asarray(evals)}
 
     def get_diagnostics_str(self, state: PCNState) -> str:
