@@ -35,6 +35,7 @@ COLOURS: dict[str, str] = {
     "le-sa": "#8c6d31",
     "le-pcn": "#e377c2",
     "le-pcn-adam": "#f7b6d2",
+    "le-pcn-antithetic": "#ad494a",
     "le-slice": "#9467bd",
     # heat regularization: purples and olive
     "hr-svi": "#7b4173",

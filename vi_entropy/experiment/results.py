@@ -149,9 +149,14 @@ def plain_reading(summary: Mapping[str, Any], target_ratio: float = 20.0) -> lis
     """
     methods = summary["methods"]
     top = max(methods, key=lambda n: methods[n]["test_accuracy"]["mean"])
+    cost = (
+        f"{_forwards(methods, top)} forward evaluations and no gradient"
+        if methods[top].get("gradient_free")
+        else f"{_grads(methods, top)} gradient evaluations"
+    )
     out = [
         f"**Best mean test accuracy: `{top}`**, {_acc(methods, top)} over "
-        f"{len(methods[top]['seeds'])} seeds, at {_grads(methods, top)} gradient evaluations "
+        f"{len(methods[top]['seeds'])} seeds, at {cost} "
         f"({methods[top]['wall_s']['mean']:.0f} s of training a run)."
     ]
     equal_updates = [n for n in methods if methods[n]["family"] == "first-order"]
@@ -473,9 +478,10 @@ def render_benchmark(
         "",
         f"![test accuracy against evaluations]({FIGURES}/{figure.name})",
         "",
-        "Test accuracy against cumulative gradient evaluations, one panel per family, mean "
-        "over the final seeds with a ±sd band; the dotted lines are the final accuracies of "
-        "the best first-order method at the benchmark's updates and at 20× its gradients.",
+        "Test accuracy against cumulative gradient evaluations (forward evaluations in the "
+        "gradient-free panel), one panel per family, mean over the final seeds with a ±sd "
+        "band; the dotted lines, where there are first-order methods, are the final "
+        "accuracies of the best one at the benchmark's updates and at 20× its gradients.",
         "",
         "### Methods",
         "",
