@@ -54,7 +54,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accept 0.1": {"tau": 1e-4, "target_accept_prob": 0.1},
     "accept 0.5": {"tau": 1e-4, "target_accept_prob": 0.5},
     "antithetic 1x80": {"tau": 1e-4, "num_chains": 1, "antithetic": True},
-    "antithetic 1x80, tau 3e-4": {"tau": 3e-4, "num_chains": 1, "antithetic": True},
 }
 
 
