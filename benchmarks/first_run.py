@@ -9,7 +9,15 @@ Python process (cold JAX caches, imports and data excluded from the timing):
 (b) NumPyro's first ``MCMC(NUTS(model), num_warmup=100, num_samples=100, num_chains=2,
     chain_method="vectorized").run`` of the same model (the same work as one outer step);
 (c) 20 outer steps of (a) against the naive loop of ``naive.py`` (a fresh ``MCMC`` per
-    outer step, each re-traced, re-compiled and re-adapted), both from a cold process.
+    outer step, each re-traced, re-compiled and re-adapted), both from a cold process;
+(d) ``LocalEntropy(model, tau, sampler="sgld")`` as a user first writes it (its
+    defaults: one chain, 20 draws, no warm-up, the curvature step): ``init`` + ``run`` of
+    one outer step, against NumPyro's first ``MCMC(SGLD(model, step_size="curvature"),
+    num_warmup=0, num_samples=20).run`` with the same kernel;
+(e) ``HeatRegularization(model, tau)`` (its defaults: SVI, 100 inner steps of 8
+    particles, Adam at ``0.1 √τ``): ``init`` + ``run`` of one outer step, against
+    NumPyro's first ``SVI(model, AutoNormal(model), Adam(0.1 √τ),
+    Trace_ELBO(8)).run`` of the same 100 steps.
 
 ``jax.monitoring`` listeners count backend compilations (as ``compilation.py`` does).
 The persistent compilation cache is switched off in the children (except with
@@ -71,6 +79,64 @@ def ours(problem: tuple, settings: dict, steps: int) -> None:
     jax.block_until_ready(le.run(None, steps, *args, init_state=state).state)
 
 
+def ours_sgld(problem: tuple) -> None:
+    import jax
+
+    from vi_entropy import LocalEntropy
+
+    model, args = problem
+    le = LocalEntropy(model, TAU, sampler="sgld", progress_bar=False)
+    state = le.init(jax.random.PRNGKey(1), *args)
+    jax.block_until_ready(le.run(None, 1, *args, init_state=state).state)
+
+
+def numpyro_sgld(problem: tuple) -> None:
+    import jax
+    from numpyro.infer import MCMC
+
+    from vi_entropy import SGLD
+
+    model, args = problem
+    mcmc = MCMC(
+        SGLD(model, step_size="curvature"), num_warmup=0, num_samples=20, progress_bar=False
+    )
+    mcmc.run(jax.random.PRNGKey(1), *args)
+    jax.block_until_ready(mcmc.get_samples())
+
+
+def ours_heat(problem: tuple) -> None:
+    import jax
+
+    from vi_entropy import HeatRegularization
+
+    model, args = problem
+    hr = HeatRegularization(model, TAU, progress_bar=False)
+    state = hr.init(jax.random.PRNGKey(1), *args)
+    jax.block_until_ready(hr.run(None, 1, *args, init_state=state).state)
+
+
+def numpyro_svi(problem: tuple) -> None:
+    import jax
+    import numpy as np
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.optim import Adam
+
+    model, args = problem
+    svi = SVI(model, AutoNormal(model), Adam(0.1 * np.sqrt(TAU)), Trace_ELBO(num_particles=8))
+    result = svi.run(jax.random.PRNGKey(1), 100, *args, progress_bar=False)
+    jax.block_until_ready(result.params)
+
+
+#: The other entry points' first runs: code name -> function of the problem.
+OTHERS = {
+    "ours: LocalEntropy sgld": ours_sgld,
+    "NumPyro MCMC(SGLD).run": numpyro_sgld,
+    "ours: HeatRegularization": ours_heat,
+    "NumPyro SVI.run": numpyro_svi,
+}
+
+
 def numpyro_mcmc(problem: tuple, settings: dict) -> None:
     import jax
     from numpyro.infer import MCMC, NUTS
@@ -117,6 +183,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             ours(problem, settings, steps)
         elif spec["code"] == "NumPyro MCMC.run":
             numpyro_mcmc(problem, settings)
+        elif spec["code"] in OTHERS:
+            OTHERS[spec["code"]](problem)
         else:
             naive(problem, settings, steps)
     return {
@@ -145,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         ("first run", "NumPyro MCMC.run", 1),
         (f"{steps} outer steps", "ours", steps),
         (f"{steps} outer steps", "naive: MCMC per step", steps),
+        *(("first run, other entry points", code, 1) for code in OTHERS),
     ]
     script = os.path.abspath(__file__)
     recorded = {**base, "steps": steps}
@@ -165,7 +234,17 @@ def main(argv: list[str] | None = None) -> None:
         by[(f"{steps} outer steps", "naive: MCMC per step")]["wall_s"]
         / by[(f"{steps} outer steps", "ours")]["wall_s"]
     )
+    other = "first run, other entry points"
+    sgld = (
+        by[(other, "ours: LocalEntropy sgld")]["wall_s"]
+        / by[(other, "NumPyro MCMC(SGLD).run")]["wall_s"]
+    )
+    heat = (
+        by[(other, "ours: HeatRegularization")]["wall_s"] / by[(other, "NumPyro SVI.run")]["wall_s"]
+    )
     summary = {
+        "sgld_ours_over_numpyro": sgld,
+        "heat_ours_over_numpyro_svi": heat,
         "first_run_ours_over_numpyro": first,
         "first_run_compilations": by[("first run", "ours")]["compilations"],
         "naive_over_ours": many,
@@ -177,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nfirst run, ours / NumPyro: {first:.2f} (target <= 1); compilations: "
         f"{summary['first_run_compilations']} (target <= 10); {steps} steps, naive / ours: "
-        f"{many:.1f} (target >= 10)"
+        f"{many:.1f} (target >= 10); LE-SGLD / MCMC(SGLD): {sgld:.2f}, HR-SVI / SVI.run: "
+        f"{heat:.2f} (target <= 1.2)"
     )
     write_json(
         "first_run",

@@ -247,6 +247,12 @@ _REPRODUCE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+_NETWORK_HELP = (
+    "dense (default; --hidden) or cnn: two 5x5 convolutions of 8 and 16 channels and a "
+    "dense head (11,274 parameters on 28x28 images)"
+)
+
+
 def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
     return (
         (
@@ -268,15 +274,7 @@ def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
                 help="hidden layer sizes (default 64; 16 with --quick)",
             ),
         ),
-        (
-            "--network",
-            dict(
-                choices=("dense", "cnn"),
-                default=None,
-                help="dense (default; --hidden) or cnn: two 5x5 convolutions of 8 and 16 "
-                "channels and a dense head (11,274 parameters on 28x28 images)",
-            ),
-        ),
+        ("--network", dict(choices=("dense", "cnn"), default=None, help=_NETWORK_HELP)),
         (
             "--methods",
             dict(
