@@ -70,7 +70,8 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
 nb_render_markdown_format = "myst"  # Markdown outputs (the experiment's table) with tables
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+# A benchmark directory's notes.md is rendered into the results page, not a page itself.
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "results/*/notes.md"]
 html_theme = "sphinx_book_theme"
 html_title = "vi_entropy"
 html_static_path = ["_static"]
