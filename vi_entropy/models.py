@@ -77,6 +77,17 @@ def forward(params: Mapping[str, jax.Array], X: jax.Array) -> jax.Array:
     return h
 
 
+def _likelihood(
+    logits: Callable, params: Mapping[str, Any], X: Any, y: Any, batch_size: int | None
+) -> None:
+    """``y ~ Categorical(logits(params, X))`` in a data plate subsampling ``batch_size`` rows
+    (the likelihood scaled by ``N / B``)."""
+    with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
+        Xb = X[idx] if batch_size is not None else X
+        yb = None if y is None else (y[idx] if batch_size is not None else y)
+        numpyro.sample("y", dist.Categorical(logits=logits(params, Xb)), obs=yb)
+
+
 def dense_network(
     num_features: int,
     hidden: Sequence[int] = (32,),
@@ -127,10 +138,7 @@ def dense_network(
             params[f"b{i}"] = numpyro.sample(
                 f"b{i}", dist.Normal(0.0, prior_scale).expand([n_out]).to_event(1)
             )
-        with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
-            Xb = X[idx] if batch_size is not None else X
-            yb = None if y is None else (y[idx] if batch_size is not None else y)
-            numpyro.sample("y", dist.Categorical(logits=forward(params, Xb)), obs=yb)
+        _likelihood(forward, params, X, y, batch_size)
 
     model.sizes = sizes  # type: ignore[attr-defined]
     model.forward = forward  # type: ignore[attr-defined]
@@ -263,10 +271,7 @@ def conv_network(
             )
             for name, shape in shapes.items()
         }
-        with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as idx:
-            Xb = X[idx] if batch_size is not None else X
-            yb = None if y is None else (y[idx] if batch_size is not None else y)
-            numpyro.sample("y", dist.Categorical(logits=conv_forward(params, Xb)), obs=yb)
+        _likelihood(conv_forward, params, X, y, batch_size)
 
     model.shapes = shapes  # type: ignore[attr-defined]
     model.forward = conv_forward  # type: ignore[attr-defined]
