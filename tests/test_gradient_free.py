@@ -340,3 +340,24 @@ def test_antithetic_pcn_in_local_entropy_counts_two_evaluations_a_transition():
     assert not info["rejected"].any() and not info["fault"].any()
     assert np.all(np.asarray(info["num_potential_evals"])[1:] == 2 * CHAINS * (SAMPLES + 1))
     assert np.all(np.isfinite(np.asarray(result.params["w"])))
+
+
+@pytest.mark.parametrize(
+    "name", ["eight_schools", "logistic_subsampled", "change_point", "named_like_ours"]
+)
+def test_antithetic_pcn_runs_on_models_we_did_not_write(name):
+    """A site named ``tau`` on (0, ∞) or (0, 1), a plate, a subsampled plate, a simplex:
+    the mirror image is taken on the unconstrained scale, so every pair stays valid."""
+    from tests._zoo import ZOO
+
+    case = ZOO[name]
+    le = LocalEntropy(case.model, 0.01, sampler="pcn", num_chains=2, num_samples=5,
+                      num_warmup=5, sampler_kwargs={"antithetic": True},
+                      progress_bar=False)  # fmt: skip
+    result = le.run(random.PRNGKey(0), 3, *case.args, **case.kwargs)
+    info = result.info
+    assert not np.asarray(info["fault"]).any() and not np.asarray(info["rejected"]).any()
+    assert np.all(np.asarray(info["num_potential_evals"])[1:] == 2 * 2 * (5 + 1))
+    for site, shape in case.latent.items():
+        value = np.asarray(result.params[site])
+        assert value.shape == shape and np.all(np.isfinite(value)), site

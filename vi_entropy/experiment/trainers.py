@@ -172,14 +172,10 @@ def _open_es(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) 
 
 
 def _with_std_init(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
-    """SNES, PGPE: the optimizer moves the mean, ``std_init`` starts the adapted scale."""
-    es = cls(size, flat, optimizer=optimizer)
-    return es, es.default_params.replace(std_init=jnp.asarray(std))
-
-
-def _sep_cma(cls: type, size: int, flat: jax.Array, optimizer: Any, std: float) -> tuple:
-    """Sep-CMA-ES moves its mean by its own recombination (no optimizer)."""
-    es = cls(size, flat)
+    """SNES, PGPE, Sep-CMA-ES: ``std_init`` starts the adapted scale; the optimizer, where
+    there is one (not Sep-CMA-ES, which moves its mean by its own recombination), moves
+    the mean."""
+    es = cls(size, flat) if optimizer is None else cls(size, flat, optimizer=optimizer)
     return es, es.default_params.replace(std_init=jnp.asarray(std))
 
 
@@ -189,7 +185,7 @@ _STRATEGIES = {
     "open_es": ("Open_ES", _open_es),
     "snes": ("SNES", _with_std_init),
     "pgpe": ("PGPE", _with_std_init),
-    "sep_cma_es": ("Sep_CMA_ES", _sep_cma),
+    "sep_cma_es": ("Sep_CMA_ES", _with_std_init),
 }
 
 

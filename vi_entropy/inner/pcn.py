@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import random
-from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 
@@ -266,17 +265,23 @@ class PCN(GaussianReferenceKernel):
             return super().refresh(state, model_args, model_kwargs)
         model_kwargs = {} if model_kwargs is None else model_kwargs
         _, potential_fn, _ = self._flat_potential(state.z, model_args, model_kwargs)
-        pair_potential = jnp.stack([potential_fn(state.pair[0]), potential_fn(state.pair[1])])
+        pair_potential = jax.vmap(potential_fn)(state.pair)  # both chains in one batch
         return state._replace(
             potential_energy=jnp.mean(pair_potential), pair_potential=pair_potential
         )
 
     def _move(
-        self, key: Any, state: PCNState, potential_fn: Callable, loc: Any, scale: Any
+        self,
+        key: Any,
+        state: PCNState,
+        x: jax.Array,
+        potential_fn: Callable,
+        loc: Any,
+        scale: Any,
     ) -> tuple[Any, Any, Any, Any]:
-        """One transition: ``(x, potential, accept_prob, pair state)``."""
+        """One transition from ``x`` (``state.z`` flat): ``(x, potential, accept_prob, pair
+        state)``."""
         if not self.antithetic:
-            x = ravel_pytree(state.z)[0]
             x, pe, accept_prob = pcn_kernel(
                 key, x, state.potential_energy, potential_fn, loc, scale, state.rho
             )
@@ -286,7 +291,7 @@ class PCN(GaussianReferenceKernel):
         xi = random.normal(key_proposal, pair.shape[1:], pair.dtype)
         c = jnp.sqrt(1.0 - state.rho**2)
         proposals = loc + c * (pair - loc) + state.rho * scale * jnp.stack([xi, -xi])
-        pe_y = jnp.stack([potential_fn(proposals[0]), potential_fn(proposals[1])])
+        pe_y = jax.vmap(potential_fn)(proposals)
         log_ratio = jax.vmap(
             lambda x, pe, y, pe_new: (
                 (pe - reference_energy(x, loc, scale)) - (pe_new - reference_energy(y, loc, scale))
@@ -301,9 +306,11 @@ class PCN(GaussianReferenceKernel):
 
     def _sample_one(self, state: PCNState, model_args: tuple, model_kwargs: dict) -> PCNState:
         key, key_move = random.split(state.rng_key)
-        _, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
+        x, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
         loc, scale = self.reference(state.z, model_kwargs)
-        x, pe, accept_prob, (pair, pair_pe) = self._move(key_move, state, potential_fn, loc, scale)
+        x, pe, accept_prob, (pair, pair_pe) = self._move(
+            key_move, state, x, potential_fn, loc, scale
+        )
         rho, adapt_state = state.rho, state.adapt_state
         if self.adapt_rho and self._num_warmup > 0:
             _, update, final = self._adaptation
