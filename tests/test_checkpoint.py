@@ -88,14 +88,16 @@ def test_interrupted_run_resumes_bitwise(reliability_scheme, name, tmp_path, flo
         if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             assert leaf.dtype == float_dtype
 
-    path = tmp_path / "run.ckpt"
-    with interrupted_at_step(scheme, 3), pytest.raises(KeyboardInterrupt):
-        scheme.run(key, 5, X, Y, OK, keep_draws="all", checkpoint=path, checkpoint_every=2)
-    meta = read_meta(path)
-    assert (meta["step"], meta["run_start"], meta["num_steps"]) == (3, 0, 5)
-    resumed = scheme.run(None, 5, X, Y, OK, keep_draws="all", checkpoint=path, resume=True)
-    assert_results_equal(resumed, whole)
-    assert read_meta(path)["step"] == 5
+    # Mid-run, and before step 0 (a state before the MCMC warm-up, which step 0 runs).
+    for stop in (3, 0):
+        path = tmp_path / f"run{stop}.ckpt"
+        with interrupted_at_step(scheme, stop), pytest.raises(KeyboardInterrupt):
+            scheme.run(key, 5, X, Y, OK, keep_draws="all", checkpoint=path, checkpoint_every=2)
+        meta = read_meta(path)
+        assert (meta["step"], meta["run_start"], meta["num_steps"]) == (stop, 0, 5)
+        resumed = scheme.run(None, 5, X, Y, OK, keep_draws="all", checkpoint=path, resume=True)
+        assert_results_equal(resumed, whole)
+        assert read_meta(path)["step"] == 5
 
 
 def wait_for_checkpoint(path, proc, log, min_step, timeout):

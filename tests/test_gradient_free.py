@@ -161,14 +161,14 @@ def ordinary_model(X, y=None):
         numpyro.sample("y", dist.Normal(mu[idx], tau), obs=y[idx])
 
 
-CHAINS, SAMPLES = 3, 6
+CHAINS, SAMPLES, WARMUP = 3, 6, 10
 
 
 @pytest.fixture(scope="module", params=list(KERNELS))
 def le_run(request):
     X, y = linreg_data(n=30, d=3)
     le = LocalEntropy(ordinary_model, 0.01, sampler=request.param, num_chains=CHAINS,
-                      num_samples=SAMPLES, num_warmup=10, progress_bar=False)  # fmt: skip
+                      num_samples=SAMPLES, num_warmup=WARMUP, progress_bar=False)  # fmt: skip
     result = le.run(random.PRNGKey(0), 3, X, y, keep_draws="all")
     return request.param, le, result, (X, y)
 
@@ -182,16 +182,23 @@ def test_local_entropy_runs_and_counts_exactly(le_run):
     assert np.all(info["num_grad_evals"] == 0)
     for k, draws in result.draws.items():
         assert draws.values.shape == (CHAINS, SAMPLES, 4)
+        # The first step runs the warm-up, and refreshes twice: for its mini-batch (the
+        # model subsamples) before the warm-up, for its target after.
+        warmup, refreshes = (WARMUP, 2) if k == 0 else (0, 1)
         if name == "pcn":
-            # one evaluation per transition, and one per chain at the refresh
-            assert int(info["num_potential_evals"][k]) == CHAINS * (SAMPLES + 1)
+            # one evaluation per transition, and one per chain at each refresh
+            assert int(info["num_potential_evals"][k]) == CHAINS * (warmup + SAMPLES + refreshes)
             assert 0 < float(info["acceptance_rate"][k]) <= 1 and 0 < float(info["rho"][k]) < 1
-        else:
-            n = np.asarray(draws.stats["n_evals"])  # (chains, draws)
-            assert int(info["num_potential_evals"][k]) == n.sum() + CHAINS
-            executed = CHAINS * n.max(axis=0).sum() + CHAINS
-            assert int(info["num_potential_evals_executed"][k]) == executed >= n.sum() + CHAINS
-            assert int(info["num_slice_capped"][k]) == int(draws.stats["slice_capped"].sum())
+            continue
+        n = np.asarray(draws.stats["n_evals"])  # (chains, draws)
+        logical, executed = info["num_potential_evals"][k], info["num_potential_evals_executed"][k]
+        assert int(info["num_slice_capped"][k]) == int(draws.stats["slice_capped"].sum())
+        if k == 0:  # + the warm-up's, at least one evaluation per transition
+            assert int(logical) >= n.sum() + CHAINS * (WARMUP + refreshes)
+            assert int(executed) >= CHAINS * (n.max(axis=0).sum() + WARMUP + refreshes)
+            continue
+        assert int(logical) == n.sum() + CHAINS
+        assert int(executed) == CHAINS * (n.max(axis=0).sum() + 1) >= n.sum() + CHAINS
 
 
 def test_local_entropy_draws_go_to_arviz(le_run):

@@ -408,7 +408,12 @@ class TwoStepScheme:
         """Set up the scheme and return the initial :class:`TwoStepState`.
 
         Traces the model once, picks the first centre ``x_0``, initializes the inner
-        sampler or fit (including the MCMC warm-up) and compiles it.
+        sampler or fit and compiles it.  An MCMC sampler's kernel is initialized but not
+        warmed up: the first outer step runs the warm-up, then its draws, in one compiled
+        loop (so the kernel's transition is compiled once).  Until then its adapted
+        fields (step size, mass matrix, pCN's ``ρ``) hold their initial values; ``z`` and
+        its energies are meaningful (see "The MCMC warm-up runs in step 0" in
+        ``docs/architecture.md``).
 
         Parameters
         ----------

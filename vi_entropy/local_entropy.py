@@ -65,9 +65,11 @@ class LocalEntropy(TwoStepScheme):
         Draws per chain and outer step (the SGLD inner steps; the importance
         proposals).  Default 50; 20 for ``"sgld"`` (Entropy-SGD's ``L``).
     num_warmup : int, optional
-        Warm-up transitions run once in :meth:`init` (adaptation of NUTS/HMC step size
-        and mass matrix, of pCN's ``ρ``, of SGLD's step size when it is ``None``;
-        burn-in for SA/elliptical slice); every outer step with ``readapt=True``.
+        Warm-up transitions run once, at the start of the first outer step, in the
+        same compiled loop as its draws (adaptation of NUTS/HMC step size and mass
+        matrix, of pCN's ``ρ``, of SGLD's step size when it is ``None``; burn-in for
+        SA/elliptical slice); every outer step with ``readapt=True``.  Step 0's
+        evaluation counts include them.
         Default 100; 0 for ``"sgld"`` with its default step size (nothing to adapt:
         the chain starts at the centre, where the tilted posterior has its mass).
     thinning : int, default 1

@@ -99,12 +99,17 @@ def stack(infos: list[dict]) -> dict[str, np.ndarray]:
 
 
 def concat(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-step diagnostics of two consecutive stretches of a run, stacked."""
-    if not first:
-        return second
-    if not second:
+    """Per-step diagnostics of two consecutive stretches of a run, stacked (a stretch
+    of no steps, such as a checkpoint's before step 0, may lack keys)."""
+    if _no_steps(first):
+        return dict(second)
+    if _no_steps(second):
         return dict(first)
     return {k: np.concatenate([first[k], second[k]]) for k in second}
+
+
+def _no_steps(stretch: dict[str, np.ndarray]) -> bool:
+    return all(len(v) == 0 for v in stretch.values())
 
 
 @dataclass

@@ -242,14 +242,18 @@ class ChainBudget(NamedTuple):
     - **readapt** - whether the step re-initialized the kernel.
     - **unkept** - ``transition_evals`` summed over the transitions whose statistics
       were not kept (warm-up, thinning), shape ``(2,)``.
+    - **refreshes** - refreshes of the cached energies per chain (``refresh``): one,
+      or two at a first step that warms up a model with a subsampled plate (once for
+      the step's mini-batch before the warm-up, once for the new target after it).
     """
 
     chains: int
-    transitions: int
-    warmup: int
+    transitions: Any
+    warmup: Any
     init: int
     readapt: bool
     unkept: jax.Array
+    refreshes: Any = 1
 
 
 @runtime_checkable

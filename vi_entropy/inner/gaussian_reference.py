@@ -41,9 +41,9 @@ def reference_energy(x: jax.Array, loc: Any, scale: Any) -> jax.Array:
 
 
 def start_evals(budget: ChainBudget) -> int:
-    """Potential evaluations at the chains' start points: one per chain (the refresh);
+    """Potential evaluations at the chains' start points: one per chain and refresh;
     with ``readapt``, ``initialize_model`` also checks one point (no gradient)."""
-    return budget.chains + (1 if budget.readapt else 0)
+    return budget.chains * budget.refreshes + (1 if budget.readapt else 0)
 
 
 def _reference_value(name: str, value: Any) -> Any:

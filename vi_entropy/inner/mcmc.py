@@ -10,8 +10,10 @@ Each outer step then
    keyword arguments (traced data: one compilation for the whole run),
 3. returns the draws as flat unconstrained vectors, shape ``(chains, draws, d)``.
 
-Step sizes and mass matrices adapted during the initial warm-up are kept; with
-``readapt=True`` the kernel is re-initialized and re-adapted every outer step instead.
+The warm-up runs inside the first outer step, in the same loop as its draws (the
+kernel's transition is compiled once, as in NumPyro's ``MCMC.run``); the step sizes and
+mass matrices it adapts are kept for the later steps. With ``readapt=True`` the kernel
+is re-initialized and re-adapted every outer step instead.
 """
 
 from __future__ import annotations
@@ -310,10 +312,12 @@ class MCMCSampler(Sampler):
     Notes
     -----
     Local entropy's inner step (:class:`~vi_entropy.types.InnerStep`) for every MCMC
-    kernel: ``init`` starts the chains from ``N(x_0, τI)`` and runs the warm-up; ``step``
-    refreshes the kernel state for the new centre, draws, and returns
+    kernel: ``init`` starts the chains from ``N(x_0, τI)`` (the kernel initialized, not
+    yet warmed up); ``step`` runs what is left of the warm-up (all of it at the first
+    step), refreshes the kernel state for the new centre, draws, and returns
     ``(mean, state, info, draws)``, with the exact gradient and potential evaluations of
-    the step in ``info``; ``sample`` returns its ``(state, Draws, counts)``.
+    the step (its warm-up included) in ``info``; ``sample`` returns its
+    ``(state, Draws, counts)``.
 
     Example
     -------
@@ -329,8 +333,8 @@ class MCMCSampler(Sampler):
     >>> ctx = Context((), {})
     >>> state = sampler.init(key, centre, 0.5, ctx)
     >>> mean, state, info, draws = sampler.step(state, key, centre, 0.5, ctx)
-    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])  # 2 × (10 + 3 at refresh)
-    ((2, 10, 1), (1,), 26)
+    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])  # 2 × (5 + 10 + 3 at refresh)
+    ((2, 10, 1), (1,), 36)
     """
 
     #: Per-step diagnostics computed on the host from the draws (see
@@ -371,8 +375,20 @@ class MCMCSampler(Sampler):
     def _kwargs(
         self, model_kwargs: Mapping[str, Any], centre: Any, tau: Any, batch_key: Any
     ) -> dict:
-        key = batch_key if (self.tilted.subsamples and not self.fresh_batches) else None
+        key = batch_key if self._batch_fixed else None
         return self.tilted.model_kwargs(model_kwargs, centre, tau, key)
+
+    @property
+    def _batch_fixed(self) -> bool:
+        """Whether the chains see one mini-batch per outer step (a subsampled plate and
+        a deterministic-potential kernel)."""
+        return bool(self.tilted.subsamples) and not self.fresh_batches
+
+    def _refreshes(self, warmup: Any) -> Any:
+        """Refreshes per chain in a step (see :meth:`_transitions`)."""
+        if self.readapt or not self._batch_fixed:
+            return 1
+        return 1 + (jnp.asarray(warmup) > 0).astype(jnp.int32)
 
     def _split(self, tree: Any) -> Any:
         """Chains (leading axis of every per-chain array) split over the devices."""
@@ -380,110 +396,160 @@ class MCMCSampler(Sampler):
 
     def _refresh(self, state: Any, model_args: tuple, kw: dict) -> Any:
         # Recompute what the state caches about the previous target, chain by chain.
-        return jax.vmap(lambda s: self.kernel.refresh(s, model_args, kw))(state)
+        state = jax.vmap(lambda s: self.kernel.refresh(s, model_args, kw))(self._split(state))
+        return self._split(state)
 
-    def _advance(self, state: Any, n: int, model_args: tuple, kw: dict) -> tuple[Any, jax.Array]:
-        """Run ``n`` transitions without keeping draws; also return their variable
-        evaluation counts (see :func:`_transition_evals`), summed."""
-        if n == 0:  # skip tracing the kernel for an empty scan
-            return state, jnp.zeros(2, jnp.int32)
+    def _advance(self, state: Any, n: int, model_args: tuple, kw: dict) -> Any:
+        """Run ``n`` transitions, keeping nothing (the warm-up of a kernel whose state does
+        not count its transitions, in :meth:`init`)."""
+        if n == 0:  # skip tracing the kernel for an empty loop
+            return state
+        return lax.fori_loop(0, n, lambda _, s: self.kernel.sample(s, model_args, kw), state)
 
-        def one_step(s: Any, _: Any) -> tuple[Any, jax.Array]:
-            s = self.kernel.sample(s, model_args, kw)
-            return s, _transition_evals(self.kernel, s)
-
-        state, steps = lax.scan(one_step, state, None, length=n)
-        return state, jnp.sum(steps, axis=0)
+    def _warmup_left(self, state: Any) -> Any:
+        """Warm-up transitions still to run: those of ``num_warmup`` the state's own
+        transition counter ``i`` (NumPyro's convention: a kernel adapts while
+        ``i < num_warmup``) has not reached; all of them after a re-initialization; none
+        for a kernel whose state has no counter (its warm-up ran in :meth:`init`)."""
+        if self.readapt:
+            return self.num_warmup
+        i = getattr(state, "i", None)
+        if i is None or self.num_warmup == 0:
+            return 0
+        return jnp.maximum(self.num_warmup - jnp.min(i), 0).astype(jnp.int32)
 
     def _transitions(
-        self, state: Any, n: int, model_args: tuple, kw: dict, average: Any = None, acc: Any = None
-    ) -> tuple[Any, Any, jax.Array]:
-        """Run ``n`` kept transitions (each ``thinning`` kernel steps).
+        self,
+        state: Any,
+        n: int,
+        model_args: tuple,
+        kw: dict,
+        warmup: Any,
+        refresh: bool,
+        average: Any = None,
+        acc: Any = None,
+    ) -> tuple[Any, Any, jax.Array, jax.Array]:
+        """Run ``warmup`` transitions, refresh the state for this step's target (if
+        ``refresh``), then ``n`` kept transitions (each ``thinning`` kernel steps).
+
+        With a fixed mini-batch per step (a subsampled plate), a warm-up starts with a
+        refresh too: the state's energies were computed on another batch.
+
+        One loop holds the kernel's transition once, whatever the warm-up (a traced
+        count) and thinning: a first outer step compiles the kernel once, with its
+        warm-up inside, as NumPyro's ``MCMC.run`` does.
 
         Returns the state, then the draws ``(chains, n, d)`` and their statistics; or,
         given a running ``average`` (see :func:`~vi_entropy.inner.averaging.running_average`)
         and its accumulator ``acc``, the accumulator with each draw folded into it instead
-        of kept, so memory stays ``O(chains × d)`` whatever ``n``; and last the evaluation
-        counts of the transitions thinned away (see :func:`_transition_evals`).
+        of kept, so memory stays ``O(chains × d)`` whatever ``n``; then the evaluation
+        counts of the transitions not kept (warm-up, thinning; see
+        :func:`_transition_evals`), and the chains' positions before the first kept
+        transition (to tell a stuck chain).
         """
+        ravel = jax.vmap(self.tilted.ravel)
+        renew = partial(self._refresh, model_args=model_args, kw=kw)
 
-        def kept(carry: tuple[Any, Any], _: Any) -> tuple[tuple[Any, Any], Any]:
-            s, a = carry
-            skipped = jnp.zeros(2, jnp.int32)
-            if self.thinning > 1:
-                s, skipped = self._advance(s, self.thinning - 1, model_args, kw)
+        def transition(carry: tuple, _: Any, length: Any, at: Any, lead: Any) -> tuple:
+            # The j-th kernel step of a kept draw's ``length``; at j == at (the end of the
+            # warm-up) the refresh, and the position the kept transitions start from; at
+            # j == lead, the refresh for this step's mini-batch.
+            j, s, skipped, start = carry
+            if refresh:
+                s = lax.cond((j == at) | (j == lead), renew, lambda s: s, s)
+            start = jnp.where(j == at, ravel(s.z), start)
             s = self.kernel.sample(s, model_args, kw)
-            y = jax.vmap(self.tilted.ravel)(s.z)
-            if average is None:
-                return (s, a), (y, _stats(s), skipped)
-            return (s, average.update(a, y)), (_stats(s), skipped)
+            ev = _transition_evals(self.kernel, s)
+            return j + 1, s, skipped + jnp.where(j < length - 1, ev, 0), start
 
-        (state, acc), out = lax.scan(kept, self._split((state, acc)), None, length=n)
+        def kept(carry: tuple, k: Any) -> tuple:
+            s, a, start = carry
+            first = k == 0
+            length = self.thinning + jnp.where(first, warmup, 0)
+            at = jnp.where(first, warmup, -1)
+            lead = jnp.where(first & self._batch_fixed, 0, -1)
+            step = partial(transition, _=None, length=length, at=at, lead=lead)
+            init = (jnp.int32(0), s, jnp.zeros(2, jnp.int32), start)
+            _, s, skipped, start = lax.while_loop(lambda c: c[0] < length, step, init)
+            y = ravel(s.z)
+            if average is None:
+                return (s, a, start), (y, _stats(s), skipped)
+            return (s, average.update(a, y), start), (_stats(s), skipped)
+
+        start = ravel(state.z)
+        carry = (*self._split((state, acc)), start)
+        (state, acc, start), out = lax.scan(kept, carry, jnp.arange(n))
         state, acc = self._split((state, acc))
         # scan stacks draws first: (draws, chains, ...) -> (chains, draws, ...)
         swap = partial(jax.tree.map, lambda v: jnp.swapaxes(v, 0, 1))
         if average is None:
             values, stats, skipped = out
-            return state, (swap(values), swap(stats)), jnp.sum(skipped, axis=0)
+            return state, (swap(values), swap(stats)), jnp.sum(skipped, axis=0), start
         stats, skipped = out
-        return state, (acc, swap(stats)), jnp.sum(skipped, axis=0)
+        return state, (acc, swap(stats)), jnp.sum(skipped, axis=0), start
 
     # -- the inner step ------------------------------------------------------------------
     def init(self, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context) -> Any:
-        """Start ``num_chains`` chains from ``N(centre, τI)`` and run the warm-up."""
+        """Start ``num_chains`` chains from ``N(centre, τI)``: the kernel's initial state.
+
+        The warm-up runs inside the first :meth:`step` (its first ``num_warmup``
+        transitions, then the draws), so that the kernel's transition is compiled once.
+        Before that step, the state's adapted fields (step size, mass matrix, pCN's ``ρ``)
+        hold the kernel's initial values; ``z`` and the cached energies are meaningful.
+        A kernel whose state does not count its transitions (no field ``i``) warms up
+        here instead.
+        """
         key_init, key_kernel = random.split(rng_key)
         start = centre + jnp.sqrt(tau) * random.normal(
             key_init, (self.num_chains, centre.shape[0]), centre.dtype
         )
         kw = self._kwargs(ctx.kwargs, centre, tau, ctx.batch_key)
         init_params = jax.vmap(self.tilted.unravel)(self._split(start))
-        return self._adapt(key_kernel, init_params, ctx.args, kw)[0]
+        state = self._initialize(key_kernel, init_params, ctx.args, kw)
+        if getattr(state, "i", None) is None:
+            state = self._split(self._advance(state, self.num_warmup, ctx.args, kw))
+        return state
 
-    def _adapt(
-        self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict
-    ) -> tuple[Any, jax.Array]:
-        """Initialize a fresh copy of the kernel at ``init_params`` and run the warm-up.
-
-        Returns the state and the warm-up's evaluation counts (see :func:`_transition_evals`).
-        """
+    def _initialize(self, rng_key: Any, init_params: Any, model_args: tuple, kw: dict) -> Any:
+        """Initialize a fresh copy of the kernel at ``init_params`` (not yet warmed up)."""
         self.kernel = copy.copy(self.base_kernel)
         keys = self._split(random.split(rng_key, self.num_chains))
         state = self.kernel.init(keys, self.num_warmup, self._split(init_params), model_args, kw)
-        state, steps = self._advance(self._split(state), self.num_warmup, model_args, kw)
-        return self._split(state), steps
-
-    def _prepare(self, state: Any, rng_key: Any, model_args: tuple, kw: dict) -> tuple[Any, Any]:
-        """Re-adapt, or refresh the cached energies for the new target; with the
-        variable evaluation counts this took beyond the counted refresh."""
-        if self.readapt:
-            return self._adapt(rng_key, state.z, model_args, kw)
-        return self._split(self._refresh(self._split(state), model_args, kw)), 0
+        return self._split(state)
 
     def step(
         self, state: Any, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context
     ) -> tuple[jax.Array, Any, dict[str, jax.Array], Draws | None]:
-        """One outer step: refresh (or re-adapt), draw ``num_samples`` per chain, average.
+        """One outer step: warm up (the first step, or every step with ``readapt``),
+        refresh the cached energies for the new target, draw ``num_samples`` per chain,
+        average.
 
         Without ``ctx.with_draws`` each draw is folded into a running average as it is
         made (:func:`~vi_entropy.inner.averaging.running_average`), so memory is
         ``O(chains × d)``; the mean agrees with that of the kept draws up to rounding.
         """
         kw = self._kwargs(ctx.kwargs, centre, tau, ctx.batch_key)
-        start = jax.vmap(self.tilted.ravel)(state.z)  # to tell a stuck chain
-        state, unkept = self._prepare(state, rng_key, ctx.args, kw)
+        if self.readapt:  # a fresh kernel at the chains' positions, warmed up below
+            state = self._initialize(rng_key, state.z, ctx.args, kw)
+        warmup = self._warmup_left(state)
+        run = partial(
+            self._transitions,
+            state,
+            self.num_samples,
+            ctx.args,
+            kw,
+            warmup,
+            refresh=not self.readapt,
+        )
         if ctx.with_draws:
-            state, (values, stats), thinned = self._transitions(
-                state, self.num_samples, ctx.args, kw
-            )
+            state, (values, stats), unkept, start = run()
             draws = Draws(values, None, stats)
             mean = moment_match(draws, centre, self.averaging, self.ema_decay)
             fault = _faults(draws, start)
         else:
             average = running_average(self.averaging, self.ema_decay)
             acc = average.init(jnp.broadcast_to(centre, (self.num_chains, centre.shape[0])))
-            state, (acc, stats), thinned = self._transitions(
-                state, self.num_samples, ctx.args, kw, average, acc
-            )
+            state, (acc, stats), unkept, start = run(average=average, acc=acc)
             mean = average.result(acc, self.num_samples)
             draws = Draws(None, None, stats)
             end = jax.vmap(self.tilted.ravel)(state.z)
@@ -491,7 +557,7 @@ class MCMCSampler(Sampler):
             fault = _faults(draws, start, end) | flag(
                 ~jnp.all(jnp.isfinite(mean)), Fault.NONFINITE_DRAWS
             )
-        counts = self._counts(state, stats, unkept + thinned)
+        counts = self._counts(state, stats, warmup, unkept, self._refreshes(warmup))
         info = {**counts, **_summarize(stats), "fault": fault}
         return mean, state, info, draws if ctx.with_draws else None
 
@@ -512,12 +578,19 @@ class MCMCSampler(Sampler):
         }
 
     def _counts(
-        self, state: Any, stats: Mapping[str, jax.Array], unkept: Any = 0
+        self,
+        state: Any,
+        stats: Mapping[str, jax.Array],
+        warmup: Any = 0,
+        unkept: Any = 0,
+        refreshes: Any = 1,
     ) -> dict[str, jax.Array]:
         """Potential/gradient evaluations of this outer step, all chains.
 
-        ``unkept`` holds the counts of :func:`_transition_evals` for the transitions
-        whose statistics were not kept (warm-up, thinning).  Exact for HMC/NUTS (every
+        ``warmup`` is the number of warm-up transitions the step ran per chain (the
+        first step's, or every step's with ``readapt``); ``unkept`` holds the counts of
+        :func:`_transition_evals` for the transitions whose statistics were not kept
+        (warm-up, thinning); ``refreshes`` those of the cached energies per chain.  Exact for HMC/NUTS (every
         leapfrog step, thinned and warm-up transitions included, plus one evaluation per
         chain at the refreshed start point) and for the kernels that count their own
         (``evaluation_counts``, see :class:`~vi_entropy.types.ChainBudget`): SA, SGLD,
@@ -530,15 +603,16 @@ class MCMCSampler(Sampler):
         longest).
         """
         c, s = self.num_chains, self.num_samples * self.thinning
-        warm = self.num_warmup if self.readapt else 0
         init = c if self.readapt else 0  # initialize_model's value-and-gradient
         unkept = jnp.broadcast_to(jnp.asarray(unkept, jnp.int32), (2,))
         if "n_steps" in stats:  # HMC/NUTS: every leapfrog step, + refresh / init
-            grads = jnp.sum(stats["n_steps"]) + unkept[0] + c + init
+            grads = jnp.sum(stats["n_steps"]) + unkept[0] + c * refreshes + init
             return {"num_grad_evals": grads, "num_potential_evals": grads}
         counter = getattr(self.kernel, "evaluation_counts", None)
         if counter is not None:  # our kernels count their own (see ChainBudget)
-            return counter(state, stats, ChainBudget(c, s, warm, init, self.readapt, unkept))
+            return counter(
+                state, stats, ChainBudget(c, s, warmup, init, self.readapt, unkept, refreshes)
+            )
         return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
 
 

@@ -337,8 +337,9 @@ class PCN(GaussianReferenceKernel):
         """One potential evaluation per transition and one per chain at the refresh (two
         each with ``antithetic``); no gradient (see :class:`~vi_entropy.types.ChainBudget`)."""
         per_chain = 2 if self.antithetic else 1
-        refresh = start_evals(budget) - budget.chains  # initialize_model's check, if any
-        evals = per_chain * budget.chains * (budget.transitions + budget.warmup + 1) + refresh
+        transitions = budget.transitions + budget.warmup + budget.refreshes
+        check = start_evals(budget) - budget.chains * budget.refreshes  # initialize_model's
+        evals = per_chain * budget.chains * transitions + check
         return {"num_grad_evals": jnp.asarray(0), "num_potential_evals": jnp.asarray(evals)}
 
     def get_diagnostics_str(self, state: PCNState) -> str:

@@ -138,7 +138,9 @@ class SA(SAInternals):
         """One potential evaluation per transition and per initial population point, and
         one at the refresh, per chain (see :class:`~vi_entropy.types.ChainBudget`)."""
         pop = state.adapt_state.zs.shape[1]  # population size (chains, points, d)
-        evals = budget.chains * (budget.transitions + budget.warmup + pop + 1) + budget.init
+        per_refresh = pop + 1  # the population and the current point
+        transitions = budget.transitions + budget.warmup
+        evals = budget.chains * (transitions + per_refresh * budget.refreshes) + budget.init
         return {
             "num_grad_evals": jnp.asarray(budget.init),
             "num_potential_evals": jnp.asarray(evals),

@@ -419,9 +419,11 @@ class SGLD(ModelKernel):
         ``step_size="curvature"``, :data:`REFRESH_ITERATIONS` more); with ``readapt``,
         ``init``'s gradient and curvature estimate (two per Hessian-vector product)
         instead (see :class:`~vi_entropy.types.ChainBudget`)."""
-        per_chain = budget.transitions + budget.warmup + 1
+        per_chain = budget.transitions + budget.warmup + budget.refreshes
         if self.from_curvature:
-            per_chain += 2 * POWER_ITERATIONS if budget.readapt else REFRESH_ITERATIONS
+            per_chain += (
+                2 * POWER_ITERATIONS if budget.readapt else REFRESH_ITERATIONS * budget.refreshes
+            )
         evals = budget.chains * per_chain + budget.init
         return {"num_grad_evals": jnp.asarray(evals), "num_potential_evals": jnp.asarray(evals)}
 
