@@ -23,8 +23,8 @@ demo: setup
 # --require-x64 stops it if JAX did not switch to float64.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
-	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m x64 --require-x64 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder -m x64 --require-x64 $(PYTEST_ARGS)
 
 # Tutorials the test suite has just executed (same source, same size) are rendered from
 # that run; the others are executed here (smoke-sized; VI_ENTROPY_SMOKE=0 for full size).

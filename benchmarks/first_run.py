@@ -23,7 +23,7 @@ Python process (cold JAX caches, imports and data excluded from the timing):
 The persistent compilation cache is switched off in the children (except with
 ``--quick``), so that nothing is read from disk.
 
-    python benchmarks/first_run.py           # the sizes above
+    python benchmarks/first_run.py           # the sizes above, 3 repeats (median)
     python benchmarks/first_run.py --quick   # 20 draws, 3 outer steps (seconds)
 """
 
@@ -195,6 +195,16 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _median_row(case: tuple, results: list[dict]) -> dict:
+    """The row of a case: its median run by wall time (of an even number, the lower
+    middle one), with every repeat's wall time."""
+    what, code, k = case
+    ordered = sorted(results, key=lambda r: r["wall_s"])
+    median = ordered[(len(ordered) - 1) // 2]
+    walls = [r["wall_s"] for r in results]
+    return {"case": what, "code": code, "outer_steps": k, **median, "wall_s_all": walls}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--child", default=None, help=__import__("argparse").SUPPRESS)
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     draws = 20 if a.quick else 100
     settings = {"num_chains": 2, "num_warmup": draws, "num_samples": draws}
     steps = a.steps or (3 if a.quick else 20)
-    repeats = a.repeats or 1
+    repeats = a.repeats or (1 if a.quick else 3)
     base = {"rows": 100, "coefs": 10, "settings": settings, "cold": not a.quick}
     cases = [
         ("first run", "ours", 1),
@@ -217,15 +227,16 @@ def main(argv: list[str] | None = None) -> None:
     ]
     script = os.path.abspath(__file__)
     recorded = {**base, "steps": steps}
-    rows = []
-    for what, code, k in cases:
-        results = [
-            in_subprocess(script, {**base, "code": code, "steps": k}) for _ in range(repeats)
-        ]
-        best = min(results, key=lambda r: r["wall_s"])  # the least disturbed by the load
-        rows.append({"case": what, "code": code, "outer_steps": k, **best})
-        print(rows[-1], flush=True)
-        # Written after every row, so that a run cut short keeps what it measured.
+    # Cases interleaved: every repeat runs each case once, in a fresh process, so that a
+    # change of the machine's load touches every case alike; each row is the run of the
+    # median wall time, and keeps every repeat's.
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(cases))}
+    for r in range(repeats):
+        for i, (_what, code, k) in enumerate(cases):
+            runs[i].append(in_subprocess(script, {**base, "code": code, "steps": k}))
+            print(f"repeat {r + 1}/{repeats}: {code}, {k} step(s): {runs[i][-1]}", flush=True)
+        rows = [_median_row(cases[i], runs[i]) for i in runs if runs[i]]
+        # Written after every repeat, so that a run cut short keeps what it measured.
         write_json("first_run", {"settings": recorded, "rows": rows, "complete": False},
                    a.out, a.quick, quiet=True)  # fmt: skip
     by = {(r["case"], r["code"]): r for r in rows}
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"\nfirst run, ours / NumPyro: {first:.2f} (target <= 1); compilations: "
-        f"{summary['first_run_compilations']} (target <= 10); {steps} steps, naive / ours: "
+        f"{summary['first_run_compilations']} (target <= 6); {steps} steps, naive / ours: "
         f"{many:.1f} (target >= 10); LE-SGLD / MCMC(SGLD): {sgld:.2f}, HR-SVI / SVI.run: "
         f"{heat:.2f} (target <= 1.2)"
     )

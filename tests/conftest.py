@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import namedtuple
 
 # The suite's run time is mostly XLA compilation of tiny programs: compile them with XLA's
@@ -20,6 +22,20 @@ if os.environ.get("VI_ENTROPY_TEST_XLA_OPT") != "1":
                 "--xla_llvm_disable_expensive_passes=true",
             ]
         ).strip()
+
+# One persistent compilation cache for the session: its test processes (xdist workers,
+# subprocesses, notebook kernels) compile many of the same programs (the same small
+# models and schemes, in different tests), and a program compiled once is loaded after.
+# Made here by the first process (pytest's, before it starts the workers, which inherit
+# it) and removed at its end; a cache the caller names (JAX_COMPILATION_CACHE_DIR) is
+# used as it is, and VI_ENTROPY_TEST_CACHE=0 switches it off. Tests that time or count
+# compilations in fresh processes give those processes their own (test_cli,
+# test_benchmark, test_benchmarks); counting in this process is unchanged (JAX reports a
+# program loaded from the cache as a backend compilation too).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("VI_ENTROPY_TEST_CACHE") != "0":
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vi_entropy-test-jax-")
+    os.environ["VI_ENTROPY_TEST_CACHE_OWNER"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 import jax
 import jax.numpy as jnp
@@ -52,15 +68,42 @@ def pytest_configure(config):
         )
 
 
+def pytest_unconfigure(config):
+    if os.environ.get("VI_ENTROPY_TEST_CACHE_OWNER") == str(os.getpid()):  # made it
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+# The longest tests, first: `make test` hands tests to its two workers in collection order
+# (--no-loadscope-reorder), so that they start early and the workers end together
+# instead of one finishing a long test alone at the end.
+_LONGEST_FIRST = (
+    "tests/test_cli.py",  # its group's fixture runs the CLI's smoke job (~1 min)
+    "tests/test_notebooks.py::test_notebook_executes",
+    "tests/test_benchmarks.py::test_quick_run_writes_json",
+    "tests/test_benchmark.py",
+    "tests/test_sharding.py",
+)
+
+
+def _longest_first(items):
+    def rank(item):
+        found = [i for i, p in enumerate(_LONGEST_FIRST) if item.nodeid.startswith(p)]
+        return found[0] if found else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the collection order within each rank
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Keep ``xdist_group`` tests on one worker under pytest >= 9.2.
+    """Order the tests longest first (:data:`_LONGEST_FIRST`); keep ``xdist_group`` tests
+    on one worker under pytest >= 9.2.
 
     pytest-xdist's ``--dist loadgroup`` appends ``@group`` to each marked item's
     ``_nodeid``; pytest 9.2 keeps the id in ``_id`` instead, so the suffix is lost and the
     groups' shared runs (module fixtures) are made once per worker.  Where xdist's own
     suffix is missing, it is added here, as xdist would.
     """
+    _longest_first(items)
     if not getattr(config.option, "loadgroup", False):
         return
     try:

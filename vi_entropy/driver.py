@@ -745,9 +745,7 @@ class TwoStepScheme:
             return self._template[1]
         dynamic, static = partition_args(args, kwargs, concrete=self._concrete_args)
         # The trace of init's compiled function, so a state from init costs no new trace.
-        centre, _, inner, _ = jax.eval_shape(
-            partial(self._first_jit, static=static), key, None, dynamic
-        )
+        centre, _, inner, _ = self._first_jit.eval_shape(key, None, dynamic, static=static)
         count = jax.ShapeDtypeStruct((), jnp.int32)
         template = TwoStepState(centre, inner, count, key, count, count)
         self._template = (cache_key, template)

@@ -333,8 +333,8 @@ class MCMCSampler(Sampler):
     >>> ctx = Context((), {})
     >>> state = sampler.init(key, centre, 0.5, ctx)
     >>> mean, state, info, draws = sampler.step(state, key, centre, 0.5, ctx)
-    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])  # 2 × (5 + 10 + 3 at refresh)
-    ((2, 10, 1), (1,), 36)
+    >>> draws.values.shape, mean.shape, int(info["num_grad_evals"])  # 2 × (5 + 10 + 2 × 3)
+    ((2, 10, 1), (1,), 42)
     """
 
     #: Per-step diagnostics computed on the host from the draws (see
@@ -385,8 +385,9 @@ class MCMCSampler(Sampler):
         return bool(self.tilted.subsamples) and not self.fresh_batches
 
     def _refreshes(self, warmup: Any) -> Any:
-        """Refreshes per chain in a step (see :meth:`_transitions`)."""
-        if self.readapt or not self._batch_fixed:
+        """Refreshes per chain in a step: one, two with a warm-up (see
+        :meth:`_transitions`)."""
+        if self.readapt or (isinstance(warmup, int) and warmup == 0):
             return 1
         return 1 + (jnp.asarray(warmup) > 0).astype(jnp.int32)
 
@@ -432,8 +433,9 @@ class MCMCSampler(Sampler):
         """Run ``warmup`` transitions, refresh the state for this step's target (if
         ``refresh``), then ``n`` kept transitions (each ``thinning`` kernel steps).
 
-        With a fixed mini-batch per step (a subsampled plate), a warm-up starts with a
-        refresh too: the state's energies were computed on another batch.
+        A step with a warm-up refreshes twice: before it (kept only with a fixed
+        mini-batch per step, a subsampled plate, whose energies were of another batch)
+        and after it.
 
         One loop holds the kernel's transition once, whatever the warm-up (a traced
         count) and thinning: a first outer step compiles the kernel once, with its
@@ -449,14 +451,26 @@ class MCMCSampler(Sampler):
         """
         ravel = jax.vmap(self.tilted.ravel)
         renew = partial(self._refresh, model_args=model_args, kw=kw)
+        # No warm-up this step, known when tracing (none configured, or a kernel that
+        # warmed up in init): plain kernel steps after the refresh.
+        plain = isinstance(warmup, int) and warmup == 0
+        if refresh:
+            # The refresh for this step's target; with a warm-up to run (a traced count),
+            # it is kept only for a fixed mini-batch (the state's energies are of another
+            # batch), and the loop refreshes again when the warm-up ends.
+            refreshed = renew(state)
+            if plain:
+                state = refreshed
+            else:
+                keep = (warmup == 0) | self._batch_fixed
+                state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), refreshed, state)
 
-        def transition(carry: tuple, _: Any, length: Any, at: Any, lead: Any) -> tuple:
-            # The j-th kernel step of a kept draw's ``length``; at j == at (the end of the
-            # warm-up) the refresh, and the position the kept transitions start from; at
-            # j == lead, the refresh for this step's mini-batch.
+        def transition(carry: tuple, _: Any, length: Any, at: Any) -> tuple:
+            # The j-th kernel step of a kept draw's ``length``; at j == at (the end of a
+            # warm-up) the refresh, and the position the kept transitions start from.
             j, s, skipped, start = carry
-            if refresh:
-                s = lax.cond((j == at) | (j == lead), renew, lambda s: s, s)
+            if refresh and not plain:
+                s = lax.cond(j == at, renew, lambda s: s, s)
             start = jnp.where(j == at, ravel(s.z), start)
             s = self.kernel.sample(s, model_args, kw)
             ev = _transition_evals(self.kernel, s)
@@ -464,13 +478,16 @@ class MCMCSampler(Sampler):
 
         def kept(carry: tuple, k: Any) -> tuple:
             s, a, start = carry
-            first = k == 0
-            length = self.thinning + jnp.where(first, warmup, 0)
-            at = jnp.where(first, warmup, -1)
-            lead = jnp.where(first & self._batch_fixed, 0, -1)
-            step = partial(transition, _=None, length=length, at=at, lead=lead)
-            init = (jnp.int32(0), s, jnp.zeros(2, jnp.int32), start)
-            _, s, skipped, start = lax.while_loop(lambda c: c[0] < length, step, init)
+            if plain and self.thinning == 1:
+                s = self.kernel.sample(s, model_args, kw)
+                skipped = jnp.zeros(2, jnp.int32)
+            else:
+                first = k == 0
+                length = self.thinning + jnp.where(first, warmup, 0)
+                at = jnp.where(first & (warmup > 0), warmup, -1)
+                step = partial(transition, _=None, length=length, at=at)
+                init = (jnp.int32(0), s, jnp.zeros(2, jnp.int32), start)
+                _, s, skipped, start = lax.while_loop(lambda c: c[0] < length, step, init)
             y = ravel(s.z)
             if average is None:
                 return (s, a, start), (y, _stats(s), skipped)
