@@ -274,6 +274,7 @@ class Tracker(Observer):
 
     def __init__(self, track_every: int | None, track_samples: int = 256) -> None:
         self.every, self.samples = track_every, track_samples
+        self._first: TwoStepState | None = None
 
     def _track(self, record: RunRecord, state: TwoStepState) -> None:
         scheme = record.scheme
@@ -281,13 +282,26 @@ class Tracker(Observer):
             scheme._track_jit(state, record.dynamic, static=record.static, num_samples=self.samples)
         )
 
+    def _track_first(self, record: RunRecord) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            self._track(record, first)
+
     def start(self, record: RunRecord, state: TwoStepState) -> None:
         if self.every is not None:  # else a resumed run's cadence, or chosen at step 1
             record.track_every = self.every
         if record.track_every != 0 and record.done == 0 and record.num_steps > 0:
-            self._track(record, state)
+            # Estimated once the first step is dispatched: a first run then compiles the
+            # estimator while the device runs that step, not before it.
+            self._first = state
+
+    def finish(self, record: RunRecord, state: TwoStepState) -> None:
+        self._track_first(record)
+
+    interrupted = finish
 
     def dispatched(self, record: RunRecord, step: int, state: Any, info: dict, draws: Any) -> None:
+        self._track_first(record)
         if record.track_every is None:
             record.track_every = default_track_every(info, self.samples)
         i = step - record.run_start + 1  # steps of the run done, this one included
