@@ -473,7 +473,7 @@ class MCMCSampler(Sampler):
                 s = lax.cond(j == at, renew, lambda s: s, s)
             start = jnp.where(j == at, ravel(s.z), start)
             s = self.kernel.sample(s, model_args, kw)
-            ev = _transition_evals(self.kernel, s)
+            ev = _transition_evals(self.kernel, s).astype(skipped.dtype)
             return j + 1, s, skipped + jnp.where(j < length - 1, ev, 0), start
 
         def kept(carry: tuple, k: Any) -> tuple:
