@@ -79,3 +79,26 @@ def test_readapt_warms_up_every_step():
         state, _info = le.update(state, X, Y)
         assert np.all(np.asarray(state.inner.i) == WARMUP + SAMPLES)
     assert bool(jnp.all(jnp.isfinite(state.centre)))
+
+
+@pytest.mark.parametrize("name", ["hierarchical", "logistic_subsampled"])
+def test_warm_up_in_step_0_on_models_we_did_not_write(name):
+    """Plates, a batch-dimension latent, constrained scales, ``LocScaleReparam``, a
+    deterministic site and a site named ``tau``; and a subsampled plate, whose energies
+    are refreshed for step 0's mini-batch before the warm-up."""
+    from tests._zoo import ZOO
+
+    case = ZOO[name]
+    le = LocalEntropy(case.model, 0.01, sampler="nuts", num_chains=2, num_samples=SAMPLES,
+                      num_warmup=WARMUP, progress_bar=False)  # fmt: skip
+    state = le.init(random.PRNGKey(0), *case.args, **case.kwargs)
+    assert np.all(np.asarray(state.inner.i) == 0)
+    initial = np.asarray(state.inner.adapt_state.step_size)
+    for k in (1, 2):
+        state, info = le.update(state, *case.args, **case.kwargs)
+        assert not bool(info["rejected"]) and int(info["fault"]) == 0
+        assert np.all(np.asarray(state.inner.i) == WARMUP + k * SAMPLES)
+    assert np.all(np.asarray(state.inner.adapt_state.step_size) != initial)
+    params = le.get_params(state)
+    for site, shape in case.latent.items():
+        assert params[site].shape == shape and np.all(np.isfinite(params[site])), site

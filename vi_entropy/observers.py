@@ -292,13 +292,9 @@ class Tracker(Observer):
             record.track_every = self.every
         if record.track_every != 0 and record.done == 0 and record.num_steps > 0:
             # Estimated once the first step is dispatched: a first run then compiles the
-            # estimator while the device runs that step, not before it.
+            # estimator while the device runs that step, not before it. (Interrupted
+            # before that, it is dropped: a resumed run starts from step 0 and makes it.)
             self._first = state
-
-    def finish(self, record: RunRecord, state: TwoStepState) -> None:
-        self._track_first(record)
-
-    interrupted = finish
 
     def dispatched(self, record: RunRecord, step: int, state: Any, info: dict, draws: Any) -> None:
         self._track_first(record)

@@ -243,8 +243,8 @@ class ChainBudget(NamedTuple):
     - **unkept** - ``transition_evals`` summed over the transitions whose statistics
       were not kept (warm-up, thinning), shape ``(2,)``.
     - **refreshes** - refreshes of the cached energies per chain (``refresh``): one,
-      or two at a first step that warms up a model with a subsampled plate (once for
-      the step's mini-batch before the warm-up, once for the new target after it).
+      or two at a step with a warm-up (before it, kept only for a subsampled plate's
+      new mini-batch, and after it).
     """
 
     chains: int

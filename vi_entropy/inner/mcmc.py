@@ -387,7 +387,7 @@ class MCMCSampler(Sampler):
     def _refreshes(self, warmup: Any) -> Any:
         """Refreshes per chain in a step: one, two with a warm-up (see
         :meth:`_transitions`)."""
-        if self.readapt or (isinstance(warmup, int) and warmup == 0):
+        if self.readapt or _none(warmup):
             return 1
         return 1 + (jnp.asarray(warmup) > 0).astype(jnp.int32)
 
@@ -453,7 +453,7 @@ class MCMCSampler(Sampler):
         renew = partial(self._refresh, model_args=model_args, kw=kw)
         # No warm-up this step, known when tracing (none configured, or a kernel that
         # warmed up in init): plain kernel steps after the refresh.
-        plain = isinstance(warmup, int) and warmup == 0
+        plain = _none(warmup)
         if refresh:
             # The refresh for this step's target; with a warm-up to run (a traced count),
             # it is kept only for a fixed mini-batch (the state's energies are of another
@@ -465,13 +465,14 @@ class MCMCSampler(Sampler):
                 keep = (warmup == 0) | self._batch_fixed
                 state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), refreshed, state)
 
+        def warmed_up(s: Any, start: Any) -> tuple[Any, Any]:
+            # The end of a warm-up: the refresh, and where the kept transitions start.
+            return (renew(s) if refresh else s), ravel(s.z)
+
         def transition(carry: tuple, _: Any, length: Any, at: Any) -> tuple:
-            # The j-th kernel step of a kept draw's ``length``; at j == at (the end of a
-            # warm-up) the refresh, and the position the kept transitions start from.
+            # The j-th kernel step of a kept draw's ``length``; ``at``: the warm-up's end.
             j, s, skipped, start = carry
-            if refresh and not plain:
-                s = lax.cond(j == at, renew, lambda s: s, s)
-            start = jnp.where(j == at, ravel(s.z), start)
+            s, start = lax.cond(j == at, warmed_up, lambda s, start: (s, start), s, start)
             s = self.kernel.sample(s, model_args, kw)
             ev = _transition_evals(self.kernel, s).astype(skipped.dtype)
             return j + 1, s, skipped + jnp.where(j < length - 1, ev, 0), start
@@ -631,6 +632,11 @@ class MCMCSampler(Sampler):
                 state, stats, ChainBudget(c, s, warmup, init, self.readapt, unkept, refreshes)
             )
         return {"num_grad_evals": jnp.asarray(-1), "num_potential_evals": jnp.asarray(-1)}
+
+
+def _none(warmup: Any) -> bool:
+    """Whether a step's warm-up is known, when tracing, to be empty."""
+    return isinstance(warmup, int) and warmup == 0
 
 
 def _transition_evals(kernel: Any, state: Any) -> jax.Array:
