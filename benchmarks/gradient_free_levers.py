@@ -14,7 +14,10 @@ population) unless the variant is about the budget:
 * **antithetic pairs**: ``PCN(antithetic=True)``, one pair of mirrored chains (its
   midpoint as the draw) × 80 transitions, 2 evaluations each;
 * **acceptance**: pCN's ``ρ`` adapted to a target acceptance of 0.1 or 0.5 instead of
-  0.25 (bolder or more cautious moves per transition).
+  0.25 (bolder or more cautious moves per transition);
+* **adapted reference**: ``PCN(adapt_reference=a)``, the proposal preconditioned by a
+  diagonal reference covariance that moves a fraction ``a`` of the way to each chain's
+  draws' spread per coordinate at every outer step.
 
 Each variant runs with ``--seeds`` seeds; the JSON holds every run and the mean and
 standard deviation of the test and validation accuracy per variant.
@@ -54,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accept 0.1": {"tau": 1e-4, "target_accept_prob": 0.1},
     "accept 0.5": {"tau": 1e-4, "target_accept_prob": 0.5},
     "antithetic 1x80": {"tau": 1e-4, "num_chains": 1, "antithetic": True},
+    "adapted reference 0.1": {"tau": 1e-4, "adapt_reference": 0.1},
+    "adapted reference 0.5": {"tau": 1e-4, "adapt_reference": 0.5},
 }
 
 

@@ -236,7 +236,12 @@ def test_local_entropy_accepts_a_kernel_instance():
     [
         ("pcn", {"rho": 1.5}, r"sampler_kwargs\['rho'\]: expected a float in \(0, 1\]"),
         ("pcn", {"target_accept_prob": 1.0}, r"sampler_kwargs\['target_accept_prob'\]"),
-        ("pcn", {"reference_loc": 0.0}, r"sampler='pcn' takes only \['adapt_rho'"),
+        ("pcn", {"reference_loc": 0.0}, r"sampler='pcn' takes only \['adapt_reference'"),
+        (
+            "pcn",
+            {"adapt_reference": 1.0},
+            r"sampler_kwargs\['adapt_reference'\]: expected a float in \[0, 1\)",
+        ),
         ("elliptical_slice", {"max_shrinks": -1}, r"sampler_kwargs\['max_shrinks'\]"),
         ("elliptical_slice", {"rho": 0.5}, r"takes only \['init_strategy', 'max_shrinks'\]"),
     ],
@@ -251,6 +256,8 @@ def test_bad_kernel_arguments_name_the_argument():
         PCN(linreg_model, rho=0.0)
     with pytest.raises(ValueError, match="PCN: give exactly one of `model` and `potential_fn`"):
         PCN()
+    with pytest.raises(ValueError, match="PCN: adapt_reference is not available with antithetic"):
+        PCN(linreg_model, adapt_reference=0.1, antithetic=True)
     with pytest.raises(ValueError, match="reference_scale: values must be finite and > 0"):
         EllipticalSlice(linreg_model, reference_scale=-1.0)
     with pytest.raises(ValueError, match="max_shrinks"):
@@ -349,22 +356,73 @@ def test_antithetic_pcn_in_local_entropy_counts_two_evaluations_a_transition():
     assert np.all(np.isfinite(np.asarray(result.params["w"])))
 
 
+@pytest.mark.parametrize("option", [{"antithetic": True}, {"adapt_reference": 0.5}])
 @pytest.mark.parametrize(
     "name", ["eight_schools", "logistic_subsampled", "change_point", "named_like_ours"]
 )
-def test_antithetic_pcn_runs_on_models_we_did_not_write(name):
+def test_pcn_options_run_on_models_we_did_not_write(name, option):
     """A site named ``tau`` on (0, ∞) or (0, 1), a plate, a subsampled plate, a simplex:
-    the mirror image is taken on the unconstrained scale, so every pair stays valid."""
+    the mirror image and the adapted reference live on the unconstrained scale, so every
+    pair stays valid and the reference covers every coordinate."""
     from tests._zoo import ZOO
 
     case = ZOO[name]
     le = LocalEntropy(case.model, 0.01, sampler="pcn", num_chains=2, num_samples=5,
-                      num_warmup=5, sampler_kwargs={"antithetic": True},
-                      progress_bar=False)  # fmt: skip
+                      num_warmup=5, sampler_kwargs=option, progress_bar=False)  # fmt: skip
     result = le.run(random.PRNGKey(0), 3, *case.args, **case.kwargs)
     info = result.info
     assert not np.asarray(info["fault"]).any() and not np.asarray(info["rejected"]).any()
-    assert np.all(np.asarray(info["num_potential_evals"])[1:] == 2 * 2 * (5 + 1))
+    per_transition = 2 if "antithetic" in option else 1
+    assert np.all(np.asarray(info["num_potential_evals"])[1:] == per_transition * 2 * (5 + 1))
     for site, shape in case.latent.items():
         value = np.asarray(result.params[site])
         assert value.shape == shape and np.all(np.isfinite(value)), site
+    precond = result.state.inner.precond
+    if "adapt_reference" in option:
+        assert precond.shape[0] == 2 and np.all((precond >= 0.01) & (precond <= 1))
+        assert np.any(precond < 1)
+    else:
+        assert precond is None
+
+
+def test_pcn_with_a_narrower_reference_keeps_the_target():
+    """Given a reference with half the target's variance in one coordinate, the chain
+    is still an exact pCN chain of the target: its mean and variance are the target's."""
+
+    def model():
+        numpyro.sample("x", dist.Normal(jnp.asarray(LOC), SCALE))
+
+    kernel = PCN(model, rho=0.5, adapt_rho=False, adapt_reference=0.5, reference_loc=LOC,
+                 reference_scale=SCALE)  # fmt: skip
+    mcmc = MCMC(kernel, num_warmup=100, num_samples=4000, num_chains=4,
+                chain_method="vectorized", progress_bar=False)  # fmt: skip
+    mcmc.warmup(random.PRNGKey(0))
+    narrower = jnp.tile(jnp.array([0.5, 1.0]), (4, 1))
+    mcmc.post_warmup_state = mcmc.post_warmup_state._replace(precond=narrower)
+    mcmc.run(random.PRNGKey(1))
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    _mean_within(draws, LOC)
+    _mean_within((draws - LOC) ** 2, np.full(2, SCALE**2))
+    np.testing.assert_array_equal(mcmc.last_state.precond, narrower)
+
+
+def test_adapted_reference_follows_the_tilted_spread():
+    """Within local entropy each chain's reference variance moves towards the tilted
+    posterior's per coordinate: narrow where the likelihood is, wide where it is flat,
+    at the evaluations of plain pCN."""
+    sd = jnp.array([0.003, 1.0])  # tilted variance / τ: 1 / (1 + τ / sd²) = 0.08 and 1.0
+
+    def model():
+        numpyro.sample("x", dist.Normal(0.0, sd))
+
+    def run(option):
+        le = LocalEntropy(model, 1e-4, sampler="pcn", num_chains=2, num_samples=40,
+                          num_warmup=20, sampler_kwargs=option, progress_bar=False)  # fmt: skip
+        return le.run(random.PRNGKey(0), 20)
+
+    plain, adapted = run({}), run({"adapt_reference": 0.5})
+    precond = np.asarray(adapted.state.inner.precond)
+    assert np.all(precond[:, 0] < 0.3) and np.all(precond[:, 1] > 0.6)
+    np.testing.assert_array_equal(
+        adapted.info["num_potential_evals"], plain.info["num_potential_evals"]
+    )

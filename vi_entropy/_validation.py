@@ -98,6 +98,14 @@ def open_unit_interval(name: str, value: Any) -> float:
     return x
 
 
+def fraction(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1) (e.g. a weight of a moving average, 0 for none)."""
+    x = positive_float(name, value, allow_zero=True)
+    if x >= 1:
+        raise ValueError(f"{name}: expected a float in [0, 1), got {value!r}.")
+    return x
+
+
 def function(name: str, value: Any, expected: str) -> Callable:
     """``value`` if it is callable, else a ``TypeError`` saying what was ``expected``."""
     if not callable(value):

@@ -89,8 +89,10 @@ class LocalEntropy(TwoStepScheme):
         (default 1) and ``target_accept_prob`` of that adaptation (default 0.95);
         :class:`~vi_entropy.PCN`'s
         ``rho`` (initial ``ρ``, default 0.2), ``target_accept_prob`` (default 0.25),
-        ``adapt_rho`` (during warm-up, default ``True``) and ``rho_gain`` (keep adapting
-        after warm-up, default 0); :class:`~vi_entropy.EllipticalSlice`'s
+        ``adapt_rho`` (during warm-up, default ``True``), ``rho_gain`` (keep adapting
+        after warm-up, default 0), ``antithetic`` (mirrored pairs, default ``False``) and
+        ``adapt_reference`` (a diagonal reference adapted between outer steps, default
+        0: off); :class:`~vi_entropy.EllipticalSlice`'s
         ``max_shrinks`` (default 16); for importance sampling, ``batch_size`` (proposals
         evaluated at a time, default all).
     averaging : {"arithmetic", "exponential"}, default "arithmetic"

@@ -278,7 +278,7 @@ _SAMPLER_OPTIONS = {
     "sgld": ("step_size", "noise_scale"),
     "nuts": ("max_tree_depth",),
     "sa": ("adapt_state_size",),
-    "pcn": ("rho_gain", "target_accept_prob", "antithetic"),
+    "pcn": ("rho_gain", "target_accept_prob", "antithetic", "adapt_reference"),
 }
 
 

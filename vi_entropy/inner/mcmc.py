@@ -105,7 +105,7 @@ KERNELS: dict[str, KernelEntry] = {
     "sa": KernelEntry(SA, _sa_defaults, {"dense_mass": check.flag}),
     # Local entropy's default step: from the curvature at the first point.
     "sgld": KernelEntry(SGLD, _sgld_defaults, {"step_size": check_step_size}),
-    "pcn": KernelEntry(PCN, None, {"antithetic": check.flag}),
+    "pcn": KernelEntry(PCN, None, {"antithetic": check.flag, "adapt_reference": check.fraction}),
     "elliptical_slice": KernelEntry(EllipticalSlice),
 }
 #: Local entropy's samplers by name: the registry's kernels and importance sampling.

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import random
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc_util import dual_averaging
 from numpyro.infer.initialization import init_to_uniform
 
@@ -49,6 +50,9 @@ class PCNState(NamedTuple):
     - **pair**, **pair_potential** - with ``antithetic=True``: the two chains' flat points
       and their potentials (``z`` is then their midpoint, ``potential_energy`` the mean of
       the two); ``None`` otherwise.
+    - **precond**, **moments** - with ``adapt_reference > 0``: the reference's variance per
+      flat coordinate relative to ``s²`` (starts at 1), and the sum of ``((x − m)/s)²``
+      over the transitions since the last refresh with their count; ``None`` otherwise.
     """
 
     i: Any
@@ -60,6 +64,30 @@ class PCNState(NamedTuple):
     rng_key: Any
     pair: Any = None
     pair_potential: Any = None
+    precond: Any = None
+    moments: Any = None
+
+
+#: The smallest reference variance an adapted reference keeps, relative to ``s²``.
+MIN_PRECOND = 1e-2
+
+
+def adapt_precond(precond: jax.Array, moments: tuple[Any, Any], weight: float) -> jax.Array:
+    """The reference variances after an outer step: ``p ← (1 − a) p + a v``, ``v`` the
+    mean of ``((x − m)/s)²`` over the step's draws, clipped to ``[MIN_PRECOND, 1]``; kept
+    as they are when the step made no draw.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> p = adapt_precond(jnp.ones(2), (jnp.array([0.5, 40.0]), 10), 0.5)
+    >>> [round(float(v), 3) for v in p]  # 0.5 · 1 + 0.5 · 0.05; 0.5 + 0.5 · 4, clipped
+    [0.525, 1.0]
+    """
+    total, count = moments
+    seen = total / jnp.maximum(count, 1)
+    new = jnp.clip((1.0 - weight) * precond + weight * seen, MIN_PRECOND, 1.0)
+    return jnp.where(count > 0, new, precond).astype(precond.dtype)
 
 
 def pcn_proposal(rng_key: Any, x: jax.Array, loc: Any, scale: Any, rho: Any) -> jax.Array:
@@ -202,6 +230,16 @@ class PCN(GaussianReferenceKernel):
         moves it.  Its mean is the target's mean (each chain's is), with less variance
         when the target is close to the reference; it is not a draw of the target.
         Two potential evaluations per transition and per refresh.
+    adapt_reference : float in [0, 1), default 0.0
+        Precondition the proposal with the draws of earlier outer steps: at every refresh
+        (a new centre or mini-batch), each chain's reference variance per unconstrained
+        coordinate moves a fraction ``adapt_reference`` of the way to the mean of
+        ``(x − m)²`` over its draws since the last refresh, within ``[0.01 s², s²]``.
+        The reference is then ``N(m, s² diag(p))`` and ``Φ = U + log N(·; m, s² diag(p))``,
+        so that each outer step's chain is an exact pCN chain of the same target; the
+        directions the likelihood narrows get smaller moves, the others larger ones (``ρ``
+        follows through ``rho_gain``).  ``0`` keeps the reference ``N(m, s²I)``.  Not with
+        ``antithetic``.
 
     Example
     -------
@@ -229,9 +267,13 @@ class PCN(GaussianReferenceKernel):
         reference_scale: Any = None,
         init_strategy: Callable = init_to_uniform,
         antithetic: bool = False,
+        adapt_reference: float = 0.0,
     ) -> None:
         super().__init__(model, potential_fn, reference_loc, reference_scale, init_strategy)
         self.antithetic = check.flag("antithetic", antithetic)
+        self.adapt_reference = check.fraction("adapt_reference", adapt_reference)
+        if self.adapt_reference > 0 and self.antithetic:
+            raise ValueError("PCN: adapt_reference is not available with antithetic=True.")
         self.rho = check.unit_interval("rho", rho)
         self.target_accept_prob = check.open_unit_interval("target_accept_prob", target_accept_prob)
         self.adapt_rho = check.flag("adapt_rho", adapt_rho)
@@ -246,6 +288,11 @@ class PCN(GaussianReferenceKernel):
         state = PCNState(
             jnp.array(0), z, pe, one, jnp.asarray(self.rho, dtype), self._adaptation[0](), key
         )
+        if self.adapt_reference > 0:
+            flat = ravel_pytree(z)[0]
+            return state._replace(
+                precond=jnp.ones_like(flat), moments=(jnp.zeros_like(flat), jnp.array(0))
+            )
         if not self.antithetic:
             return state
         # The twin starts at the mirror image through the reference mean.
@@ -261,6 +308,11 @@ class PCN(GaussianReferenceKernel):
         )
 
     def refresh(self, state: PCNState, model_args: tuple, model_kwargs: dict | None) -> PCNState:
+        if self.adapt_reference > 0:
+            state = state._replace(
+                precond=adapt_precond(state.precond, state.moments, self.adapt_reference),
+                moments=jax.tree.map(jnp.zeros_like, state.moments),
+            )
         if not self.antithetic:
             return super().refresh(state, model_args, model_kwargs)
         model_kwargs = {} if model_kwargs is None else model_kwargs
@@ -308,9 +360,15 @@ class PCN(GaussianReferenceKernel):
         key, key_move = random.split(state.rng_key)
         x, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
         loc, scale = self.reference(state.z, model_kwargs)
+        moments = state.moments
+        if self.adapt_reference > 0:
+            scale = scale * jnp.sqrt(state.precond)
         x, pe, accept_prob, (pair, pair_pe) = self._move(
             key_move, state, x, potential_fn, loc, scale
         )
+        if self.adapt_reference > 0:  # relative to the reference's own s: scale / √p
+            total, count = moments
+            moments = (total + jnp.square(x - loc) * state.precond / jnp.square(scale), count + 1)
         rho, adapt_state = state.rho, state.adapt_state
         if self.adapt_rho and self._num_warmup > 0:
             _, update, final = self._adaptation
@@ -328,7 +386,17 @@ class PCN(GaussianReferenceKernel):
             after = state.i >= self._num_warmup if self.adapt_rho else True
             rho = jnp.where(after, followed, rho).astype(state.rho.dtype)
         return PCNState(
-            state.i + 1, unravel(x), pe, accept_prob, rho, adapt_state, key, pair, pair_pe
+            state.i + 1,
+            unravel(x),
+            pe,
+            accept_prob,
+            rho,
+            adapt_state,
+            key,
+            pair,
+            pair_pe,
+            state.precond,
+            moments,
         )
 
     def evaluation_counts(
