@@ -20,8 +20,9 @@ Python process (cold JAX caches, imports and data excluded from the timing):
     Trace_ELBO(8)).run`` of the same 100 steps.
 
 ``jax.monitoring`` listeners count backend compilations (as ``compilation.py`` does).
-The persistent compilation cache is switched off in the children (except with
-``--quick``), so that nothing is read from disk.
+The persistent compilation cache is switched off in the children, so that nothing is
+read from disk.  ``--quick`` runs every case in the one process of the script instead (a
+smoke run: its figures mean nothing).
 
     python benchmarks/first_run.py           # the sizes above, 3 repeats (median)
     python benchmarks/first_run.py --quick   # 20 draws, 3 outer steps (seconds)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from functools import partial
 from typing import Any
 
 from _common import compile_stats, in_subprocess, parser, print_table, write_json
@@ -226,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         *(("first run, other entry points", code, 1) for code in OTHERS),
     ]
     script = os.path.abspath(__file__)
+    # --quick measures in this process (seconds, as naive.py and scaling.py do): the
+    # first case then pays for the compilations later ones share, so its figures are
+    # not comparable; a full run gives each measurement a fresh interpreter.
+    measure = child if a.quick else partial(in_subprocess, script)
     recorded = {**base, "steps": steps}
     # Cases interleaved: every repeat runs each case once, in a fresh process, so that a
     # change of the machine's load touches every case alike; each row is the run of the
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[int, list[dict]] = {i: [] for i in range(len(cases))}
     for r in range(repeats):
         for i, (_what, code, k) in enumerate(cases):
-            runs[i].append(in_subprocess(script, {**base, "code": code, "steps": k}))
+            runs[i].append(measure({**base, "code": code, "steps": k}))
             print(f"repeat {r + 1}/{repeats}: {code}, {k} step(s): {runs[i][-1]}", flush=True)
         rows = [_median_row(cases[i], runs[i]) for i in runs if runs[i]]
         # Written after every repeat, so that a run cut short keeps what it measured.

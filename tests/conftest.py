@@ -79,7 +79,7 @@ def pytest_unconfigure(config):
 _LONGEST_FIRST = (
     "tests/test_cli.py",  # its group's fixture runs the CLI's smoke job (~1 min)
     "tests/test_notebooks.py::test_notebook_executes",
-    "tests/test_benchmarks.py::test_quick_run_writes_json",
+    "tests/test_benchmarks.py",  # its group's fixture runs every script's quick run
     "tests/test_benchmark.py",
     "tests/test_sharding.py",
 )

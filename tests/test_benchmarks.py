@@ -1,11 +1,12 @@
 """Every ``benchmarks/*.py --quick`` runs and writes valid JSON (no timing is asserted);
 ``benchmarks/gpu.sh --quick`` runs every stage of the GPU script with its options.
 
-The scripts run as a user runs them: a fresh interpreter, the repository root as working
-directory and on ``PYTHONPATH``.  Their run time is almost all XLA compilation, so they
-share one JAX persistent compilation cache (a temporary directory: the eager operations
-they all compile are compiled once for the whole file) and XLA's cheaper optimization
-level (the quick timings mean nothing anyway).
+The scripts run as ``python benchmarks/SCRIPT.py --quick`` runs them (as ``__main__``,
+the repository root as working directory and on ``PYTHONPATH``), all of them one after
+the other in one fresh interpreter (``tests/_quick_benchmarks.py``, a module fixture, on
+one worker): their run time is almost all imports and XLA compilation, which one process
+pays once.  They also share a JAX persistent compilation cache (a temporary directory)
+and XLA's cheaper optimization level (the quick timings mean nothing anyway).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+
+
+# One group: the quick runs (a module fixture) run once, on one worker.
+pytestmark = pytest.mark.xdist_group("benchmarks")
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +56,49 @@ def test_every_script_is_covered():
     } <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_quick_run_writes_json(script, env, tmp_path):
-    out = tmp_path / f"{script}.json"
+# The scaling script's chains sweep, with each sampler the GPU script sweeps.
+SCALING_CHAINS = {
+    f"scaling-{sampler}": ["--sampler", sampler, "--sweeps", "chains", "--chains", "2"]
+    for sampler in ("pcn", "nuts")
+}
+
+
+@pytest.fixture(scope="module")
+def quick_runs(env, tmp_path_factory):
+    """Every script's ``--quick`` run (and the chains sweeps), in one fresh interpreter:
+    the folder of their JSON, standard output and tracebacks."""
+    out = tmp_path_factory.mktemp("quick")
+    jobs = [(s, f"{s}.py", ["--quick", "--out", str(out / f"{s}.json")]) for s in SCRIPTS]
+    jobs += [
+        (name, "scaling.py", ["--quick", *args, "--out", str(out / f"{name}.json")])
+        for name, args in SCALING_CHAINS.items()
+    ]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(ROOT / "tests" / "_quick_benchmarks.py"), str(out), json.dumps(jobs)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    data = json.loads(out.read_text())
+    return out
+
+
+def _finished(out: Path, name: str) -> dict:
+    """The JSON a job wrote; its traceback if it failed."""
+    error = out / f"{name}.error"
+    assert not error.exists(), error.read_text()[-4000:]
+    return json.loads((out / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quick_run_writes_json(script, quick_runs):
+    data = _finished(quick_runs, script)
     assert data["benchmark"] == script and data["quick"] is True
     assert data["machine"]["jax"] and data["machine"]["nproc"] >= 1
     assert data["rows"], "no measurements"
-    assert "|" in proc.stdout  # the printed table
+    assert "|" in (quick_runs / f"{script}.stdout").read_text()  # the printed table
 
 
 def test_gpu_script_quick_runs_every_stage_with_its_options(env, tmp_path):
@@ -110,14 +141,7 @@ def test_gpu_script_quick_runs_every_stage_with_its_options(env, tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["pcn", "nuts"])
-def test_scaling_over_chains_runs_each_sampler(sampler, env, tmp_path):
-    out = tmp_path / f"scaling-{sampler}.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--sampler",
-         sampler, "--sweeps", "chains", "--chains", "2", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = json.loads(out.read_text())["rows"]
+def test_scaling_over_chains_runs_each_sampler(sampler, quick_runs):
+    rows = _finished(quick_runs, f"scaling-{sampler}")["rows"]
     assert [(r["sampler"], r["sweep"], r["chains"]) for r in rows] == [(sampler, "chains", 2)]
     assert all(r["evals_per_step"] > 0 and r["evals_per_s"] > 0 for r in rows)
