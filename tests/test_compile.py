@@ -120,3 +120,51 @@ def test_a_first_run_compiles_four_programs(name):
     with count_compilations() as first:
         le.run(key, 1, *args, **kwargs)
     assert first["n"] == 4
+
+
+def test_the_tracking_estimator_compiles_on_a_worker_thread_once_and_bitwise():
+    """A first run traces the estimator on the calling thread and compiles it on the
+    worker thread while the step compiles; that executable is the one the jit would
+    have compiled (the same estimates, bit for bit) and is reused at later steps."""
+    import threading
+
+    import numpy as np
+
+    X, y = linreg_data(n=20, d=3)
+    le = LocalEntropy(linreg_model, 0.01, num_chains=2, num_samples=3, num_warmup=3,
+                      progress_bar=False)  # fmt: skip
+    state = le.init(random.PRNGKey(0), X, y)
+    threads = []
+
+    def listener(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            threads.append(threading.current_thread().name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = le.run(None, 3, X, y, init_state=state, track_every=1)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert sum(name.startswith("vi_entropy-compile") for name in threads) == 1, threads
+    assert le._track_jit.jit._cache_size() == 0  # the jit itself compiled nothing
+    dynamic, static = le._partition((X, y), {})
+    by_jit = le._track_jit.jit(state, dynamic, static=static, num_samples=256)
+    for name in ("loss", "regularized_loss", "regularized_loss_se"):
+        np.testing.assert_array_equal(result.trace[name][0], by_jit[name])
+    assert result.trace["step"].tolist() == [0, 1, 2, 3]
+
+
+def test_background_jit_falls_back_to_the_jit_for_other_arguments():
+    import jax.numpy as jnp
+
+    from vi_entropy._compile import BackgroundJit
+
+    power = BackgroundJit(lambda x, p: x**p, static_argnames=("p",))
+    power.prepare(jnp.arange(3.0), p=2)
+    assert power(jnp.arange(3.0), p=2).tolist() == [0.0, 1.0, 4.0]  # the prepared one
+    assert power.jit._cache_size() == 0
+    assert power(jnp.arange(4.0), p=2).tolist() == [0.0, 1.0, 4.0, 9.0]  # another shape
+    assert power(jnp.arange(3.0), p=3).tolist() == [0.0, 1.0, 8.0]  # another static value
+    assert power.jit._cache_size() == 2
+    power.prepare(jnp.arange(4.0), p=2)  # compiled by the jit already: nothing to do
+    assert len(power._compiled) == 1

@@ -34,6 +34,7 @@ from numpyro.infer.util import initialize_model
 
 from vi_entropy import _validation as check
 from vi_entropy import checkpoint as checkpoint_io
+from vi_entropy._compile import BackgroundJit
 from vi_entropy.diagnostics import Estimate
 from vi_entropy.guide import GaussianGuide
 from vi_entropy.loop import Observers, run_loop
@@ -217,7 +218,8 @@ class TwoStepScheme:
         # update's observers when none are given: a rejected step warns, one call late.
         self._update_observers = Observers([RejectionWarner()], keep_history=False)
         self._template: tuple[Any, TwoStepState] | None = None
-        self._track_jit = jax.jit(self._track_impl, static_argnames=("static", "num_samples"))
+        # Compiled ahead, on a worker thread, by the tracker of a first run (see _compile).
+        self._track_jit = BackgroundJit(self._track_impl, static_argnames=("static", "num_samples"))
 
     #: Which regularized loss the scheme descends: ``"local_entropy"`` (``F_τ``) or
     #: ``"heat_loss"`` (``f_τ``); set by the subclasses.

@@ -291,10 +291,15 @@ class Tracker(Observer):
         if self.every is not None:  # else a resumed run's cadence, or chosen at step 1
             record.track_every = self.every
         if record.track_every != 0 and record.done == 0 and record.num_steps > 0:
-            # Estimated once the first step is dispatched: a first run then compiles the
-            # estimator while the device runs that step, not before it. (Interrupted
-            # before that, it is dropped: a resumed run starts from step 0 and makes it.)
+            # Estimated once the first step is dispatched. The estimator is traced here
+            # and compiled on a worker thread, while this one traces and compiles the
+            # step: a first run's two compilations overlap. (Interrupted before the
+            # first dispatch, the estimate is dropped: a resumed run starts from step 0
+            # and makes it.)
             self._first = state
+            record.scheme._track_jit.prepare(
+                state, record.dynamic, static=record.static, num_samples=self.samples
+            )
 
     def dispatched(self, record: RunRecord, step: int, state: Any, info: dict, draws: Any) -> None:
         self._track_first(record)

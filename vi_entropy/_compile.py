@@ -1,0 +1,95 @@
+"""A ``jax.jit`` whose XLA compilation can start early, on a worker thread.
+
+A first ``run`` compiles several programs one after the other (init, the outer step,
+the tracking estimator).  :class:`BackgroundJit` lets a program that is needed later be
+traced and lowered now, on the calling thread, and compiled by XLA on a worker thread
+while the calling thread traces and compiles the next one: a first run's tracking
+estimator compiles while the first outer step does.
+
+Only XLA's compilation leaves the calling thread.  Tracing runs the model's Python code
+under NumPyro's effect handlers, whose stack is global: it never runs on two threads at
+once.  The executable is the one ``jax.jit`` compiles for the same arguments (the same
+lowered program, the same options), so what it computes is bitwise the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import jax
+from jax.sharding import SingleDeviceSharding
+
+_WORKER: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vi_entropy-compile")
+    return _WORKER
+
+
+def _leaf(x: Any) -> Hashable:
+    """What a compiled program depends on in one argument: its abstract value and its
+    placement (an array on the default device is placed as an unplaced one is)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        shape, dtype, weak, sharding = x.shape, x.dtype, x.weak_type, x.sharding
+    else:
+        aval = jax.typeof(x)
+        shape, dtype, weak = aval.shape, aval.dtype, aval.weak_type
+        sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, SingleDeviceSharding) and sharding._device == jax.devices()[0]:
+        sharding = None
+    return tuple(shape), dtype, weak, sharding
+
+
+class BackgroundJit:
+    """``jax.jit(fn, static_argnames=...)``, with :meth:`prepare` to compile ahead.
+
+    Calls with arguments of a prepared signature (the same static values, and dynamic
+    arguments of the same tree, shapes, dtypes, weak types and placement) run the
+    executable compiled for it, once it is ready; any other call is the jit's own (a
+    compilation that failed on the worker is made again there, which raises its error).
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> square = BackgroundJit(lambda x, power: x**power, static_argnames=("power",))
+    >>> square.prepare(jnp.arange(3.0), power=2)  # compiles on the worker thread
+    >>> square(jnp.arange(3.0), power=2).tolist()  # that executable
+    [0.0, 1.0, 4.0]
+    """
+
+    def __init__(self, fn: Callable, static_argnames: Sequence[str] = ()) -> None:
+        self.static_argnames = tuple(static_argnames)
+        self.jit = jax.jit(fn, static_argnames=self.static_argnames)
+        self._compiled: dict[Hashable, Future] = {}
+        self._called: set[Hashable] = set()  # signatures the jit itself compiled
+
+    def _signature(self, args: tuple, kwargs: dict) -> Hashable:
+        static = tuple((k, kwargs[k]) for k in self.static_argnames if k in kwargs)
+        dynamic = (args, {k: v for k, v in kwargs.items() if k not in self.static_argnames})
+        leaves, tree = jax.tree.flatten(dynamic)
+        return tree, tuple(_leaf(x) for x in leaves), static
+
+    def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Trace and lower for these arguments here (arrays or ``jax.ShapeDtypeStruct``);
+        compile on the worker thread.  Nothing is done for a signature already compiled."""
+        key = self._signature(args, kwargs)
+        if key not in self._compiled and key not in self._called:
+            lowered = self.jit.lower(*args, **kwargs)
+            self._compiled[key] = _worker().submit(lowered.compile)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self._signature(args, kwargs)
+        future = self._compiled.get(key)
+        if future is not None and future.exception() is None:
+            dynamic = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+            return future.result()(*args, **dynamic)
+        self._called.add(key)
+        return self.jit(*args, **kwargs)
+
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jit.eval_shape(*args, **kwargs)
