@@ -239,7 +239,9 @@ class PCN(GaussianReferenceKernel):
         so that each outer step's chain is an exact pCN chain of the same target; the
         directions the likelihood narrows get smaller moves, the others larger ones (``ρ``
         follows through ``rho_gain``).  ``0`` keeps the reference ``N(m, s²I)``.  Not with
-        ``antithetic``.
+        ``antithetic``.  For small models: on a network (50,890 weights, mnist5k) it lost
+        27 points or more, since the spread of a few correlated draws underestimates the
+        variances, which then fall to the floor (see ``docs/results.md``).
 
     Example
     -------
