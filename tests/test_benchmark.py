@@ -166,6 +166,18 @@ def test_bad_benchmark_options_name_the_option(tmp_path, args, option):
     assert len(lines) == 1 and option in lines[0], proc.stderr
 
 
+def test_validation_defaults_to_a_fifth_of_the_training_images(tmp_path):
+    """Without ``--validation``, digits holds out 287 of its 1,437 training images (the
+    5,000 of Fashion-MNIST would be refused): what the run would use is what a directory
+    of other runs is checked against, before any training."""
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"num_validation": 1}))
+    proc = cli("benchmark", "--dataset", "digits", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "num_validation = 1, not 287" in proc.stderr, proc.stderr
+
+
 def test_fashion_mnist_without_files_says_how_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path / "none")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +297,8 @@ def _benchmark_options() -> tuple[tuple[str, dict[str, Any]], ...]:
             dict(
                 type=_positive_int,
                 default=None,
-                help="training images held out for the choice of settings (default 5000)",
+                help="training images held out for the choice of settings (default: a "
+                "fifth of the training images, at most 5000)",
             ),
         ),
         (
@@ -503,6 +505,7 @@ def benchmark(args: argparse.Namespace) -> int:
     from vi_entropy.experiment.benchmark import (
         BenchmarkConfig,
         ConfigMismatch,
+        default_validation,
         quick_config,
         run_benchmark,
     )
@@ -533,6 +536,8 @@ def benchmark(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         option = "--path" if args.path is not None else "--dataset"
         return _fail(f"{option}: cannot read {config.dataset} data: {err}")
+    if args.validation is None and not args.quick:
+        config = replace(config, num_validation=default_validation(len(data.y_train)))
     if not 0 < config.num_validation < len(data.y_train):
         return _fail(
             f"--validation: expected fewer images than the {len(data.y_train)} training "
