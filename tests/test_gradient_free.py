@@ -358,10 +358,11 @@ def test_antithetic_pcn_in_local_entropy_counts_two_evaluations_a_transition():
 
 @pytest.mark.parametrize("option", [{"antithetic": True}, {"adapt_reference": 0.5}])
 @pytest.mark.parametrize(
-    "name", ["eight_schools", "logistic_subsampled", "change_point", "named_like_ours"]
+    "name", ["hierarchical", "logistic_subsampled", "change_point", "named_like_ours"]
 )
 def test_pcn_options_run_on_models_we_did_not_write(name, option):
-    """A site named ``tau`` on (0, ∞) or (0, 1), a plate, a subsampled plate, a simplex:
+    """Plates, a batch-dimension latent, ``LocScaleReparam``, constrained scales and a site
+    named ``tau`` on (0, ∞) or (0, 1), a subsampled plate, a simplex:
     the mirror image and the adapted reference live on the unconstrained scale, so every
     pair stays valid and the reference covers every coordinate."""
     from tests._zoo import ZOO

@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
-from jax.sharding import SingleDeviceSharding
 
 _WORKER: ThreadPoolExecutor | None = None
 
@@ -32,17 +31,9 @@ def _worker() -> ThreadPoolExecutor:
 
 
 def _leaf(x: Any) -> Hashable:
-    """What a compiled program depends on in one argument: its abstract value and its
-    placement (an array on the default device is placed as an unplaced one is)."""
-    if isinstance(x, jax.ShapeDtypeStruct):
-        shape, dtype, weak, sharding = x.shape, x.dtype, x.weak_type, x.sharding
-    else:
-        aval = jax.typeof(x)
-        shape, dtype, weak = aval.shape, aval.dtype, aval.weak_type
-        sharding = getattr(x, "sharding", None)
-    if isinstance(sharding, SingleDeviceSharding) and sharding._device == jax.devices()[0]:
-        sharding = None
-    return tuple(shape), dtype, weak, sharding
+    """What a compiled program depends on in one argument: its abstract value (shape,
+    dtype, weak type) and its placement."""
+    return jax.typeof(x), getattr(x, "sharding", None)
 
 
 class BackgroundJit:
@@ -75,8 +66,8 @@ class BackgroundJit:
         return tree, tuple(_leaf(x) for x in leaves), static
 
     def prepare(self, *args: Any, **kwargs: Any) -> None:
-        """Trace and lower for these arguments here (arrays or ``jax.ShapeDtypeStruct``);
-        compile on the worker thread.  Nothing is done for a signature already compiled."""
+        """Trace and lower for these arguments here; compile on the worker thread.
+        Nothing is done for a signature already compiled."""
         key = self._signature(args, kwargs)
         if key not in self._compiled and key not in self._called:
             lowered = self.jit.lower(*args, **kwargs)
@@ -90,6 +81,3 @@ class BackgroundJit:
             return future.result()(*args, **dynamic)
         self._called.add(key)
         return self.jit(*args, **kwargs)
-
-    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
-        return self.jit.eval_shape(*args, **kwargs)

@@ -361,16 +361,16 @@ class PCN(GaussianReferenceKernel):
     def _sample_one(self, state: PCNState, model_args: tuple, model_kwargs: dict) -> PCNState:
         key, key_move = random.split(state.rng_key)
         x, potential_fn, unravel = self._flat_potential(state.z, model_args, model_kwargs)
-        loc, scale = self.reference(state.z, model_kwargs)
-        moments = state.moments
-        if self.adapt_reference > 0:
-            scale = scale * jnp.sqrt(state.precond)
+        loc, s = self.reference(state.z, model_kwargs)
+        adapted = self.adapt_reference > 0
+        scale = s * jnp.sqrt(state.precond) if adapted else s
         x, pe, accept_prob, (pair, pair_pe) = self._move(
             key_move, state, x, potential_fn, loc, scale
         )
-        if self.adapt_reference > 0:  # relative to the reference's own s: scale / √p
+        moments = state.moments
+        if adapted:  # the draw's spread relative to the tilt's own s
             total, count = moments
-            moments = (total + jnp.square(x - loc) * state.precond / jnp.square(scale), count + 1)
+            moments = (total + jnp.square((x - loc) / s), count + 1)
         rho, adapt_state = state.rho, state.adapt_state
         if self.adapt_rho and self._num_warmup > 0:
             _, update, final = self._adaptation
