@@ -42,6 +42,7 @@ import xarray as xr
 from jax import random
 from numpyro import handlers
 
+from vi_entropy._compile import normal
 from vi_entropy.tilted import subsampled_plates
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
@@ -202,7 +203,7 @@ def _gaussian_draws(scheme: Any, state: Any, num_chains: int, num_draws: int, rn
     tau = scheme.get_guide_params(state)[scheme.guide.tau_name]
     centre = jnp.asarray(state.centre)
     key = random.PRNGKey(0) if rng_key is None else rng_key
-    xi = random.normal(key, (num_chains, num_draws, centre.shape[0]), centre.dtype)
+    xi = normal(key, (num_chains, num_draws, centre.shape[0]), centre.dtype)
     return np.asarray(centre + jnp.sqrt(tau) * xi)
 
 

@@ -32,6 +32,7 @@ from jax.scipy.special import logsumexp
 from numpyro.diagnostics import autocovariance
 from scipy import stats
 
+from vi_entropy._compile import normal
 from vi_entropy.tilted import TiltedPosterior
 
 __all__ = [
@@ -212,7 +213,7 @@ def smoothed_losses(
     with subsampled plates and may be ignored otherwise.
     """
     key_noise, key_batch = random.split(rng_key)
-    xi = random.normal(key_noise, (num_samples, x.shape[0]), x.dtype)
+    xi = normal(key_noise, (num_samples, x.shape[0]), x.dtype)
     ys = x + jnp.sqrt(jnp.asarray(tau, x.dtype)) * xi
     keys = random.split(key_batch, num_samples)
 

@@ -26,6 +26,7 @@ from jax import random
 from numpyro.distributions import constraints
 from numpyro.infer.autoguide import AutoNormal
 
+from vi_entropy._compile import normal
 from vi_entropy.tilted import BATCH_KEY, CENTRE, TAU, TiltedPosterior
 
 __all__ = ["GaussianGuide"]
@@ -207,7 +208,7 @@ class GaussianGuide(AutoNormal):
         scale = jnp.sqrt(params[self.tau_name])
         keys = random.split(rng_key, len(locs))
         latent = {
-            k: loc + scale * random.normal(key, tuple(sample_shape) + jnp.shape(loc), loc.dtype)
+            k: loc + scale * normal(key, tuple(sample_shape) + jnp.shape(loc), loc.dtype)
             for key, (k, loc) in zip(keys, locs.items(), strict=True)
         }
         return self._constrain(latent)

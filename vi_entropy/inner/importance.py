@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax, random
+from jax import lax
 
+from vi_entropy._compile import normal
 from vi_entropy.diagnostics import kish_ess
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match
@@ -113,7 +114,7 @@ class ImportanceSampler(Sampler):
         self, state: ImportanceState, rng_key: Any, centre: jax.Array, tau: Any, ctx: Context
     ) -> tuple[jax.Array, ImportanceState, dict[str, jax.Array], Draws | None]:
         """Weighted proposals and their self-normalized mean (moment matching)."""
-        noise = random.normal(rng_key, (self.num_samples, centre.shape[0]), centre.dtype)
+        noise = normal(rng_key, (self.num_samples, centre.shape[0]), centre.dtype)
         ys = self.sharding.constrain(centre + jnp.sqrt(tau) * noise, self.num_samples)
         # All proposals share one mini-batch: the weights must compare like with like.
         key = ctx.batch_key if self.tilted.subsamples else None

@@ -32,6 +32,7 @@ from numpyro.infer import SA as NumPyroSA
 from numpyro.infer.mcmc import MCMCKernel
 
 from vi_entropy import _validation as check
+from vi_entropy._compile import normal
 from vi_entropy.faults import Fault, flag
 from vi_entropy.inner.averaging import moment_match, running_average
 from vi_entropy.inner.base import Sampler
@@ -518,7 +519,7 @@ class MCMCSampler(Sampler):
         here instead.
         """
         key_init, key_kernel = random.split(rng_key)
-        start = centre + jnp.sqrt(tau) * random.normal(
+        start = centre + jnp.sqrt(tau) * normal(
             key_init, (self.num_chains, centre.shape[0]), centre.dtype
         )
         kw = self._kwargs(ctx.kwargs, centre, tau, ctx.batch_key)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import lax, random
 
 from vi_entropy import _validation as check
+from vi_entropy._compile import normal
 from vi_entropy.inner.sgld import top_curvature
 from vi_entropy.sharding import BatchSharding
 from vi_entropy.tilted import TiltedPosterior
@@ -132,7 +133,7 @@ class RobbinsMonroFit:
         self, m: jax.Array, key: Any, tau: Any, model_args: tuple, model_kwargs: Mapping[str, Any]
     ) -> jax.Array:
         key_xi, key_batch = random.split(key)
-        xi = random.normal(key_xi, (self.num_particles, m.shape[0]), m.dtype)
+        xi = normal(key_xi, (self.num_particles, m.shape[0]), m.dtype)
         batch = key_batch if self.tilted.subsamples else None
 
         def f(u: jax.Array) -> jax.Array:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax, random
 from numpyro.infer import SVI, Trace_ELBO
 
+from vi_entropy._compile import normal
 from vi_entropy.faults import Fault, flag
 from vi_entropy.guide import GaussianGuide
 from vi_entropy.sharding import BatchSharding
@@ -118,7 +119,7 @@ class SVIFit:
         """
         n = GAP_PARTICLES * self.num_particles
         key_xi, key_batch = random.split(rng_key)
-        xi = random.normal(key_xi, (n, mean.shape[0]), mean.dtype)
+        xi = normal(key_xi, (n, mean.shape[0]), mean.dtype)
         batch = key_batch if self.tilted.subsamples else None
 
         def f(u: jax.Array) -> jax.Array:
