@@ -27,7 +27,7 @@
 #
 # --quick: every stage at the scripts' own --quick sizes, with fewer schemes (overhead:
 # LE-SGLD and LE-pCN; with mini-batches: LE-SGLD and LE-IS) and chains 2 and 8, a shared
-# temporary JAX compilation cache, XLA's cheap optimization level and CPU emitters (unless XLA_FLAGS is
+# temporary JAX compilation cache, XLA's cheap optimization level (unless XLA_FLAGS is
 # set) and limits x5; the backend is printed, not asserted.  Its timings mean nothing: it
 # checks that every stage runs and writes its JSON (tests/test_benchmarks.py).
 set -uo pipefail
@@ -58,7 +58,7 @@ if (( quick )); then
         export JAX_COMPILATION_CACHE_DIR=$cache
     fi
     export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-    export XLA_FLAGS=${XLA_FLAGS:-"--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"}
+    export XLA_FLAGS=${XLA_FLAGS:-"--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
 fi
 
 status=0
