@@ -10,31 +10,45 @@ import tempfile
 from collections import namedtuple
 
 # The suite's run time is mostly XLA compilation of tiny programs (about 80 % of a test
-# worker's time): compile them with XLA's cheaper optimization level and, on CPU, its
-# elemental emitters instead of the fusion emitters (about half the compile time again;
-# only where this jaxlib's XLA has the flag: it aborts the process on a flag it does not
-# know, and jaxlib 0.12 dropped this one). What they compute differs from XLA's defaults
-# in the last bits only; every process of the suite uses the same flags, so comparisons
-# between processes and runs hold, and no test times anything. Read when JAX first uses
-# a device, so setting it here is in time; the first process decides, and the workers,
-# subprocesses and notebook kernels inherit it. VI_ENTROPY_TEST_XLA_OPT=1 keeps XLA's
-# defaults.
+# worker's time), so the suite sets how XLA compiles them on CPU:
+# - its cheaper optimization level;
+# - its elemental emitters instead of the fusion emitters (about half the compile time
+#   again);
+# - one LLVM module per program instead of several compiled in parallel (the two test
+#   workers already keep both cores busy; about 10-20 % less CPU).
+# What they compute differs from XLA's defaults in the last bits only. Every process of
+# the suite uses the same flags, so comparisons between processes and runs hold, and no
+# test times anything. The last two flags are used only where this jaxlib's XLA has them:
+# it aborts the process on a flag it does not know (jaxlib 0.12 dropped the emitters'),
+# so they are tried in a child process first. Read when JAX first uses a device, so
+# setting them here is in time; the first process decides, and the workers, subprocesses
+# and notebook kernels inherit them. VI_ENTROPY_TEST_XLA_OPT=1 keeps XLA's defaults.
 if os.environ.get("VI_ENTROPY_TEST_XLA_OPT") != "1":
     _flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_backend_optimization_level" not in _flags:
-        _elemental = "--xla_cpu_use_fusion_emitters=false"
-        _probe = subprocess.run(  # does this jaxlib's XLA start with it? (a child process)
-            [sys.executable, "-c", "import jax; jax.devices()"],
-            env={**os.environ, "XLA_FLAGS": _elemental, "JAX_PLATFORMS": "cpu"},
-            capture_output=True,
-            timeout=300,
-        )
+        _optional = [
+            "--xla_cpu_use_fusion_emitters=false",
+            "--xla_cpu_parallel_codegen_split_count=1",
+        ]
+        _accepted: list[str] = []
+        # All at once first (one child process where all are known), then one by one.
+        for _try in [_optional, *([f] for f in _optional)]:
+            _probe = subprocess.run(
+                [sys.executable, "-c", "import jax; jax.devices()"],
+                env={**os.environ, "XLA_FLAGS": " ".join(_try), "JAX_PLATFORMS": "cpu"},
+                capture_output=True,
+                timeout=300,
+            )
+            if _probe.returncode == 0:
+                _accepted += _try
+                if _try is _optional:
+                    break
         os.environ["XLA_FLAGS"] = " ".join(
             [
                 _flags,
                 "--xla_backend_optimization_level=0",
                 "--xla_llvm_disable_expensive_passes=true",
-                *([_elemental] if _probe.returncode == 0 else []),
+                *_accepted,
             ]
         ).strip()
 
