@@ -6,7 +6,7 @@ the repository root as working directory and on ``PYTHONPATH``), all of them one
 the other in one fresh interpreter (``tests/_quick_benchmarks.py``, a module fixture, on
 one worker): their run time is almost all imports and XLA compilation, which one process
 pays once.  They also share a JAX persistent compilation cache (a temporary directory)
-and XLA's cheaper optimization level (the quick timings mean nothing anyway).
+and the suite's cheaper XLA flags (the quick timings mean nothing anyway).
 """
 
 from __future__ import annotations
@@ -35,13 +35,7 @@ def env(tmp_path_factory):
     env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    env["XLA_FLAGS"] = " ".join(
-        [
-            env.get("XLA_FLAGS", ""),
-            "--xla_backend_optimization_level=0",
-            "--xla_llvm_disable_expensive_passes=true",
-        ]
-    ).strip()
+    # XLA_FLAGS: the suite's own (tests/conftest.py), inherited with the rest.
     return env
 
 

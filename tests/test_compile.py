@@ -172,12 +172,13 @@ def test_background_jit_falls_back_to_the_jit_for_other_arguments():
 
 @pytest.mark.x64  # float64 draws too, in the float64 pass
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
-def test_flat_normal_draws_are_jax_random_normal_bit_for_bit(impl):
-    # The schemes draw their Gaussian blocks with `_compile.normal` (one flat vector,
-    # reshaped: it compiles in a third of the time); the draws must not change.
+def test_flat_draws_are_jax_random_draws_bit_for_bit(impl):
+    # The schemes draw their Gaussian blocks with `_compile.normal`, the bundled networks
+    # their initial weights with `_compile.uniform` (one flat vector, reshaped: it
+    # compiles in a third of the time); the draws must not change.
     import numpy as np
 
-    from vi_entropy._compile import normal
+    from vi_entropy._compile import normal, uniform
 
     for seed, shape, dtype in [
         (0, (256, 10), "float32"),
@@ -190,9 +191,13 @@ def test_flat_normal_draws_are_jax_random_normal_bit_for_bit(impl):
         *([(8, (5, 6), "float64")] if jax.config.jax_enable_x64 else []),
     ]:
         key = random.key(seed, impl=impl)
-        got, want = normal(key, shape, dtype), random.normal(key, shape, dtype)
-        assert got.shape == want.shape and got.dtype == want.dtype
-        assert np.array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+        bounds = {"minval": -0.25, "maxval": 2.0}
+        for got, want in [
+            (normal(key, shape, dtype), random.normal(key, shape, dtype)),
+            (uniform(key, shape, dtype, **bounds), random.uniform(key, shape, dtype, **bounds)),
+        ]:
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert np.array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
     # And inside a compiled program, with an old-style raw key.
     raw = random.PRNGKey(7)
     assert np.array_equal(

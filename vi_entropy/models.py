@@ -18,6 +18,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from vi_entropy._compile import uniform
+
 __all__ = [
     "accuracy",
     "conv_forward",
@@ -216,7 +218,7 @@ def init_conv(rng_key: Any, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, 
             continue
         field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
         limit = np.sqrt(6.0 / (field * (shape[-2] + shape[-1])))
-        params[name] = jax.random.uniform(key, shape, minval=-limit, maxval=limit)
+        params[name] = uniform(key, shape, minval=-limit, maxval=limit)
     return params
 
 
@@ -329,7 +331,7 @@ def init_network(rng_key: Any, sizes: Sequence[int]) -> dict[str, jax.Array]:
     keys = jax.random.split(rng_key, len(sizes) - 1)
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         limit = np.sqrt(6.0 / (n_in + n_out))
-        params[f"W{i}"] = jax.random.uniform(keys[i], (n_in, n_out), minval=-limit, maxval=limit)
+        params[f"W{i}"] = uniform(keys[i], (n_in, n_out), minval=-limit, maxval=limit)
         params[f"b{i}"] = jnp.zeros((n_out,))
     return params
 
